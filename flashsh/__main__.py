@@ -1,0 +1,3 @@
+from flashsh.cli import main
+
+raise SystemExit(main())

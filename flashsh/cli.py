@@ -1,0 +1,102 @@
+"""Command line: ``flashsh [TARGET]``, ``-c "cmd; cmd"``, ``-s script.fsh``.
+
+Kept thin and light: ``--help`` and ``--version`` answer without importing cmd2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from flashsh import __version__
+
+EPILOG = """\
+TARGET is a serial port (/dev/ttyACM0, COM3), a pyserial URL (socket://host:port,
+rfc2217://host:port, spy:///dev/ttyUSB0) or a built-in simulator such as
+sim://stk500v1?chip=atmega328p. Without TARGET the shell starts unconnected.
+
+examples:
+  flashsh /dev/ttyUSB0                      open a shell on the board
+  flashsh -c "program blink.hex verify" /dev/ttyACM0
+  flashsh -s scripts/flash_uno_optiboot.fsh sim://stk500v1?chip=atmega328p
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="flashsh",
+        description="One interactive shell for microcontroller bootloaders.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("target", nargs="?", help="port, URL or sim:// target to connect to")
+    batch = parser.add_mutually_exclusive_group()
+    batch.add_argument("-s", "--script", metavar="FILE.fsh", help="run a script, then exit")
+    batch.add_argument("-c", "--command", metavar="CMDS", help='run "cmd; cmd", then exit')
+    parser.add_argument("--protocol", default="auto", help="stk500v1 or auto (default: detect)")
+    parser.add_argument("--baud", type=int, help="only try this baud rate")
+    parser.add_argument("--chip", help="trust this chip instead of the signature")
+    parser.add_argument(
+        "--no-reset", action="store_true", help="do not pulse DTR/RTS to reset the board"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="say what is tried")
+    parser.add_argument("--json", action="store_true", help="one JSON object per command")
+    parser.add_argument("--yes", action="store_true", help="answer yes to confirmations")
+    parser.add_argument(
+        "--allow-shell",
+        action="store_true",
+        help="enable shell, Python and editor commands and output redirection (off by default, "
+        "so that scripts from others cannot run programs)",
+    )
+    parser.add_argument("--version", action="version", version=f"flashsh {__version__}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from flashsh.errors import FlashshError
+    from flashsh.protocols import ProbeOptions
+    from flashsh.shell import FlashShell, ShellOptions, command_lines, script_lines
+
+    batch = bool(args.script or args.command)
+    options = ShellOptions(
+        probe=ProbeOptions(
+            protocol=args.protocol,
+            baudrate=args.baud,
+            reset=not args.no_reset,
+            chip=args.chip,
+        ),
+        json=args.json,
+        yes=args.yes,
+        verbose=args.verbose,
+        allow_shell=args.allow_shell,
+        interactive=not batch,
+    )
+    try:
+        lines = script_lines(args.script) if args.script else []
+        if args.command:
+            lines = command_lines(args.command)
+    except FlashshError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+    shell = FlashShell(options)
+    try:
+        if args.target:
+            connect = [("", 0, f"connect {shlex.quote(args.target)}")]
+            status = shell.run_lines(connect)
+            if status and batch:
+                return status
+        if batch:
+            return shell.run_lines(lines)
+        return shell.cmdloop()
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        shell.detach()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,13 @@
+"""The shell's commands, grouped by concern as cmd2 CommandSets."""
+
+from __future__ import annotations
+
+import cmd2
+
+
+def all_command_sets() -> list[cmd2.CommandSet]:
+    from flashsh.commands.connection import ConnectionCommands
+    from flashsh.commands.memory import MemoryCommands
+    from flashsh.commands.misc import MiscCommands
+
+    return [ConnectionCommands(), MemoryCommands(), MiscCommands()]

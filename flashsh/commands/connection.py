@@ -1,0 +1,164 @@
+"""Finding, opening and describing targets: ports, connect, disconnect, info, reset."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+import cmd2
+from cmd2 import Choices
+
+from flashsh.numbers import hexaddr, human_size
+from flashsh.protocols import SERIAL_PROTOCOLS
+from flashsh.session import Session
+from flashsh.shell import FlashShell
+
+SIM_EXAMPLES = (
+    "sim://stk500v1?chip=atmega328p",
+    "sim://stk500v1?chip=atmega1284p&baud=57600",
+    "sim://stk500v1?chip=atmega1280&bootloader=atmegaboot&baud=57600",
+)
+
+
+def list_ports() -> list[dict[str, str]]:
+    from serial.tools import list_ports
+
+    found = []
+    for port in sorted(list_ports.comports(), key=lambda p: p.device):
+        vidpid = f"{port.vid:04x}:{port.pid:04x}" if port.vid is not None else ""
+        found.append({"port": port.device, "vid_pid": vidpid, "description": port.description})
+    return found
+
+
+def target_choices(cmd: cmd2.CommandSet) -> Choices:
+    return Choices.from_values([p["port"] for p in list_ports()] + list(SIM_EXAMPLES))
+
+
+class ConnectionCommands(cmd2.CommandSet[FlashShell]):
+    DEFAULT_CATEGORY = "Connection"
+
+    @cmd2.with_argparser(cmd2.Cmd2ArgumentParser(description="List serial ports."))
+    def do_ports(self, args: argparse.Namespace) -> None:
+        """List serial ports with their USB VID:PID and description."""
+        ports = list_ports()
+        if not ports:
+            self._cmd.report(
+                [], "no serial ports found (is the board plugged in? try `dmesg | tail`)"
+            )
+            return
+        width = max(len(p["port"]) for p in ports)
+        lines = [
+            f"{p['port']:<{width}}  {p['vid_pid'] or '-':<9}  {p['description']}" for p in ports
+        ]
+        self._cmd.report(ports, "\n".join(lines))
+
+    connect_parser = cmd2.Cmd2ArgumentParser(
+        description="Open a port and find the bootloader on it.",
+        epilog="TARGET: /dev/ttyACM0, COM3, a pyserial URL (socket://host:port, "
+        "rfc2217://host:port, spy:///dev/ttyUSB0) or a simulator (sim://stk500v1?chip=atmega328p).",
+    )
+    connect_parser.add_argument("target", choices_provider=target_choices, help="port or URL")
+    connect_parser.add_argument("--baud", type=int, help="only this baud rate")
+    connect_parser.add_argument(
+        "--protocol", choices=["auto", *SERIAL_PROTOCOLS], help="skip auto-detection"
+    )
+    connect_parser.add_argument("--chip", help="trust this chip instead of the signature")
+    connect_parser.add_argument("--no-reset", action="store_true", help="do not pulse DTR/RTS")
+
+    @cmd2.with_argparser(connect_parser)
+    def do_connect(self, args: argparse.Namespace) -> None:
+        """Connect to TARGET, detecting protocol, baud rate and chip."""
+        options = self._cmd.options.probe
+        probe = replace(
+            options,
+            baudrate=args.baud or options.baudrate,
+            protocol=args.protocol or options.protocol,
+            chip=args.chip or options.chip,
+            reset=options.reset and not args.no_reset,
+        )
+        self._cmd.detach()
+        report = self._cmd.pfeedback if self._cmd.options.verbose else None
+        session = Session.open(args.target, probe, report)
+        self._cmd.attach(session)
+        info = session.info
+        self._cmd.report(
+            info_dict(session),
+            f"connected: {info.chip}, {info.bootloader}, {info.baudrate} baud on {info.link}",
+        )
+
+    @cmd2.with_argparser(cmd2.Cmd2ArgumentParser(description="Close the session."))
+    def do_disconnect(self, args: argparse.Namespace) -> None:
+        """Close the port; the board stays in the bootloader until its timeout."""
+        was = self._cmd.session.target if self._cmd.session else None
+        self._cmd.detach()
+        self._cmd.report({"disconnected": was}, f"disconnected from {was}" if was else "")
+
+    @cmd2.with_argparser(cmd2.Cmd2ArgumentParser(description="Show what is connected."))
+    def do_info(self, args: argparse.Namespace) -> None:
+        """Show protocol, bootloader, chip, memories and how they were found."""
+        session = self._cmd.require_session()
+        with session.use():
+            pass  # reconnects first if the board left the bootloader
+        data = info_dict(session)
+        rows = [
+            ("target", session.target),
+            ("protocol", data["protocol"]),
+            ("bootloader", data["bootloader"]),
+            ("chip", data["chip"]),
+            ("baud", str(data["baudrate"])),
+            ("found by", data["how"]),
+        ]
+        for region in session.memory_map.regions:
+            rows.append(
+                (
+                    f"bank {region.bank}",
+                    f"{region.name} {hexaddr(region.start)}-{hexaddr(region.end - 1)} "
+                    f"({human_size(region.size)}, page {region.page_size}, {region.access})",
+                )
+            )
+        if session.memory_map.bootloader:
+            lo, hi = session.memory_map.bootloader
+            rows.append(("bootloader at", f"{hexaddr(lo)}-{hexaddr(hi - 1)} (never written)"))
+        rows += [(k.replace("_", " "), str(v)) for k, v in session.info.details.items()]
+        width = max(len(k) for k, _ in rows)
+        self._cmd.report(data, "\n".join(f"{k:<{width}}  {v}" for k, v in rows))
+
+    reset_parser = cmd2.Cmd2ArgumentParser(
+        description="Leave the bootloader and start the application."
+    )
+
+    @cmd2.with_argparser(reset_parser)
+    def do_reset(self, args: argparse.Namespace) -> None:
+        """Start the application; the next command re-enters the bootloader by itself."""
+        session = self._cmd.require_session()
+        session.start_application()
+        self._cmd.report(
+            {"application_started": True},
+            "application started (the next command resets the board into the bootloader)",
+        )
+
+
+def info_dict(session: Session) -> dict[str, object]:
+    info = session.info
+    memory = session.memory_map
+    return {
+        "target": session.target,
+        "protocol": info.protocol,
+        "bootloader": info.bootloader,
+        "chip": info.chip,
+        "baudrate": info.baudrate,
+        "how": info.how,
+        "regions": [
+            {
+                "bank": r.bank,
+                "name": r.name,
+                "start": r.start,
+                "size": r.size,
+                "page_size": r.page_size,
+                "access": r.access,
+            }
+            for r in memory.regions
+        ],
+        "bootloader_range": list(memory.bootloader) if memory.bootloader else None,
+        "details": info.details,
+    }

@@ -1,0 +1,318 @@
+"""What the commands do, as plain functions over a Session.
+
+The shell, ``-c``, scripts and tests all call these; none of them prints. Each returns a
+dict that the shell shows and ``--json`` emits as is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+from flashsh.errors import Interrupted, TargetError, UnsupportedError, VerifyError
+from flashsh.images import Image, check_fits
+from flashsh.numbers import hexaddr
+from flashsh.progress import Cancel, NoProgress, Progress
+from flashsh.protocols.base import Bootloader, Capability, Region
+from flashsh.session import Session
+
+Page = tuple[int, bytes]
+
+
+def ranges_text(pages: Iterable[int], page_size: int) -> str:
+    """Describe page addresses as merged ranges: ``0x0000-0x0fff, 0x2000-0x20ff``."""
+    spans: list[list[int]] = []
+    for address in sorted(pages):
+        if spans and spans[-1][1] == address:
+            spans[-1][1] = address + page_size
+        else:
+            spans.append([address, address + page_size])
+    return ", ".join(f"{hexaddr(a)}-{hexaddr(b - 1)}" for a, b in spans) or "nothing"
+
+
+def _check_cancel(cancel: Cancel | None, done: list[int], page_size: int, what: str) -> None:
+    if cancel is not None and cancel.requested:
+        raise Interrupted(
+            f"stopped by Ctrl-C while {what}; written so far: {ranges_text(done, page_size)}",
+            "run the same command again to finish",
+        )
+
+
+def plan_pages(image: Image, region: Region) -> list[Page]:
+    """The pages an image touches, gaps and page tails filled with 0xFF.
+
+    A page-erasing bootloader must be sent every page that should end up 0xFF, so pages
+    are never skipped for being blank.
+    """
+    return [(address, data) for address, data, _ in image.pages(region.page_size)]
+
+
+def _first_difference(expected: bytes, actual: bytes) -> int:
+    return next(i for i, (a, b) in enumerate(zip(expected, actual, strict=False)) if a != b)
+
+
+def program(
+    session: Session,
+    image: Image,
+    *,
+    verify: bool = False,
+    diff: bool = False,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> dict[str, object]:
+    """Write an image page by page; with ``diff`` read first and write only what differs;
+    with ``verify`` read back what was written. Raises ImageError before touching the chip
+    when the image does not fit, Interrupted on Ctrl-C, VerifyError on a mismatch."""
+    progress = progress or NoProgress()
+    memory = session.memory_map
+    check_fits(image, memory)
+    region = memory.region_for(image.start)
+    if "w" not in region.access:
+        raise TargetError(f"{region.name} is read-only on this target")
+    pages = plan_pages(image, region)
+    started = time.monotonic()
+    written: list[int] = []
+    with session.use() as bootloader:
+        todo = pages
+        if diff:
+            todo = _pages_that_differ(bootloader, region, pages, progress, cancel)
+        progress.start("writing", len(todo) * region.page_size)
+        try:
+            for address, data in todo:
+                _check_cancel(cancel, written, region.page_size, "writing")
+                bootloader.write_page(region, address, data)
+                written.append(address)
+                progress.advance(len(data))
+        finally:
+            progress.finish()
+        if verify:
+            _verify_pages(bootloader, region, todo, progress, cancel, written)
+    return {
+        "file": image.source,
+        "region": region.name,
+        "start": image.start,
+        "end": image.end,
+        "bytes": image.size,
+        "pages_total": len(pages),
+        "pages_written": len(written),
+        "pages_unchanged": len(pages) - len(todo),
+        "verified": verify,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def _pages_that_differ(
+    bootloader: Bootloader,
+    region: Region,
+    pages: list[Page],
+    progress: Progress,
+    cancel: Cancel | None,
+) -> list[Page]:
+    if Capability.READ not in bootloader.capabilities:
+        raise UnsupportedError(f"{bootloader.name} cannot read flash, so `diff` cannot compare")
+    differ = []
+    progress.start("comparing", len(pages) * region.page_size)
+    try:
+        for address, data in pages:
+            _check_cancel(cancel, [], region.page_size, "comparing (nothing written)")
+            if bootloader.read(region, address, len(data)) != data:
+                differ.append((address, data))
+            progress.advance(len(data))
+    finally:
+        progress.finish()
+    return differ
+
+
+def _verify_pages(
+    bootloader: Bootloader,
+    region: Region,
+    pages: list[Page],
+    progress: Progress,
+    cancel: Cancel | None,
+    written: list[int],
+) -> None:
+    if Capability.READ not in bootloader.capabilities:
+        raise UnsupportedError(f"{bootloader.name} cannot read back, so it cannot verify")
+    progress.start("verifying", len(pages) * region.page_size)
+    try:
+        for address, data in pages:
+            _check_cancel(cancel, written, region.page_size, "verifying (writing was complete)")
+            actual = bootloader.read(region, address, len(data))
+            if actual != data:
+                at = _first_difference(data, actual)
+                bad = sum(a != b for a, b in zip(data, actual, strict=False))
+                raise VerifyError(
+                    f"verify failed at {hexaddr(address + at)}: chip has 0x{actual[at]:02x}, "
+                    f"image has 0x{data[at]:02x} ({bad} bytes differ in that page)",
+                    "program again; if it persists the flash may be worn or locked",
+                )
+            progress.advance(len(data))
+    finally:
+        progress.finish()
+
+
+def verify_image(
+    session: Session,
+    image: Image,
+    *,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> dict[str, object]:
+    """Compare the chip with an image, byte for byte; raises VerifyError on a mismatch."""
+    progress = progress or NoProgress()
+    check_fits(image, session.memory_map, allow_bootloader=True)
+    region = session.memory_map.region_for(image.start)
+    started = time.monotonic()
+    checked = 0
+    with session.use() as bootloader:
+        if Capability.READ not in bootloader.capabilities:
+            raise UnsupportedError(f"{bootloader.name} cannot read back, so it cannot verify")
+        progress.start("verifying", image.size)
+        try:
+            for address, data in image.segments:
+                for offset in range(0, len(data), region.page_size):
+                    _check_cancel(cancel, [], region.page_size, "verifying (nothing written)")
+                    chunk = data[offset : offset + region.page_size]
+                    actual = bootloader.read(region, address + offset, len(chunk))
+                    if actual != chunk:
+                        at = _first_difference(chunk, actual)
+                        raise VerifyError(
+                            f"{image.source} differs from the chip at "
+                            f"{hexaddr(address + offset + at)}: chip has 0x{actual[at]:02x}, "
+                            f"image has 0x{chunk[at]:02x}",
+                            "program the image, or check that it was built for this board",
+                        )
+                    checked += len(chunk)
+                    progress.advance(len(chunk))
+        finally:
+            progress.finish()
+    return {
+        "file": image.source,
+        "bytes": checked,
+        "match": True,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def read_memory(
+    session: Session,
+    region: Region,
+    address: int,
+    length: int,
+    *,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> bytes:
+    """Read ``length`` bytes at absolute ``address`` in ``region``."""
+    progress = progress or NoProgress()
+    if not region.contains(address, length):
+        raise TargetError(
+            f"{hexaddr(address)}+{length} is outside {region.name} "
+            f"({hexaddr(region.start)}-{hexaddr(region.end - 1)})"
+        )
+    out = bytearray()
+    with session.use() as bootloader:
+        if Capability.READ not in bootloader.capabilities or "r" not in region.access:
+            raise UnsupportedError(f"{bootloader.name} cannot read {region.name}")
+        progress.start("reading", length)
+        try:
+            while len(out) < length:
+                if cancel is not None and cancel.requested:
+                    raise Interrupted(
+                        f"stopped by Ctrl-C after reading {len(out)} of {length} bytes",
+                        "nothing was written; run the command again",
+                    )
+                # Blocks end on page boundaries so every request is aligned.
+                here = address + len(out)
+                block = min(length - len(out), region.page_size - (here % region.page_size))
+                out += bootloader.read(region, here, block)
+                progress.advance(block)
+        finally:
+            progress.finish()
+    return bytes(out)
+
+
+def erase(
+    session: Session,
+    start: int | None = None,
+    length: int | None = None,
+    *,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> dict[str, object]:
+    """Erase flash: the whole application area, or ``[start, start+length)`` rounded out to
+    pages. Never touches the bootloader. Where the bootloader has no erase command, writes
+    0xFF pages instead, which is what an erase leaves behind."""
+    progress = progress or NoProgress()
+    memory = session.memory_map
+    flash = memory.flash
+    app_end = memory.writable_end()
+    if start is None:
+        first, end = memory.app_start, app_end
+    else:
+        first = start - (start % flash.erase_size)
+        end = start + (length or 0)
+        end += -end % flash.erase_size
+        if not flash.contains(first, end - first):
+            raise TargetError(
+                f"{hexaddr(first)}-{hexaddr(end - 1)} is outside flash "
+                f"({hexaddr(flash.start)}-{hexaddr(flash.end - 1)})"
+            )
+        if memory.bootloader and end > memory.bootloader[0] and first < memory.bootloader[1]:
+            lo, hi = memory.bootloader
+            raise TargetError(
+                f"{hexaddr(first)}-{hexaddr(end - 1)} overlaps the bootloader "
+                f"({hexaddr(lo)}-{hexaddr(hi - 1)})",
+                f"erase below {hexaddr(lo)}; the bootloader is never erased",
+            )
+    started = time.monotonic()
+    done: list[int] = []
+    with session.use() as bootloader:
+        whole = start is None
+        if whole and Capability.CHIP_ERASE in bootloader.capabilities:
+            bootloader.erase_chip()
+            method = "chip erase"
+        else:
+            blank = bytes([0xFF]) * flash.page_size
+            progress.start("erasing", end - first)
+            try:
+                for address in range(first, end, flash.page_size):
+                    _check_cancel(cancel, done, flash.page_size, "erasing")
+                    bootloader.write_page(flash, address, blank)
+                    done.append(address)
+                    progress.advance(flash.page_size)
+            finally:
+                progress.finish()
+            method = "0xFF written over each page"
+    return {
+        "start": first,
+        "end": end,
+        "bytes": end - first,
+        "method": method,
+        "seconds": round(time.monotonic() - started, 3),
+    }
+
+
+def write_bytes(session: Session, region: Region, address: int, data: bytes) -> dict[str, object]:
+    """Change a few bytes: read the pages they fall in, patch, write the pages back."""
+    if not region.contains(address, len(data)):
+        raise TargetError(f"{hexaddr(address)}+{len(data)} is outside {region.name}")
+    memory = session.memory_map
+    if region.name == "flash" and memory.bootloader:
+        lo, hi = memory.bootloader
+        if address + len(data) > lo and address < hi:
+            raise TargetError(
+                f"{hexaddr(address)} is inside the bootloader ({hexaddr(lo)}-{hexaddr(hi - 1)})"
+            )
+    size = region.page_size
+    first = address - (address % size)
+    end = address + len(data)
+    end += -end % size
+    with session.use() as bootloader:
+        if Capability.READ not in bootloader.capabilities:
+            raise UnsupportedError(f"{bootloader.name} cannot read, so cannot patch bytes")
+        current = bytearray(bootloader.read(region, first, end - first))
+        current[address - first : address - first + len(data)] = data
+        for page in range(first, end, size):
+            bootloader.write_page(region, page, bytes(current[page - first : page - first + size]))
+    return {"region": region.name, "address": address, "bytes": len(data)}

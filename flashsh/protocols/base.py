@@ -1,0 +1,156 @@
+"""The one small interface every bootloader protocol implements.
+
+The command layer only ever talks to a :class:`Bootloader`; it never knows which protocol
+is on the other end. What a bootloader can and cannot do is declared in
+:class:`Capability` flags, so commands can refuse plainly instead of failing halfway.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Flag, auto
+from typing import ClassVar
+
+from flashsh.errors import TargetError, UnsupportedError
+from flashsh.numbers import hexaddr
+from flashsh.transports.base import ByteLink
+
+
+class Capability(Flag):
+    READ = auto()  # memories can be read back (verify, diff, read_bank)
+    WRITE = auto()
+    CHIP_ERASE = auto()  # a real erase of the whole application area
+    PAGE_ERASE_ON_WRITE = auto()  # each page is erased as it is written
+    EEPROM = auto()
+    FUSES = auto()
+    KEEP_ALIVE = auto()  # needs traffic while idle or it leaves the bootloader
+
+
+@dataclass(frozen=True)
+class Region:
+    """A memory as the user addresses it: ``flash`` (bank 0), ``eeprom`` (bank 1), …"""
+
+    name: str
+    start: int
+    size: int
+    page_size: int
+    erase_size: int
+    access: str = "rw"  # "rw", "r" or "w"
+    bank: int = 0
+
+    @property
+    def end(self) -> int:
+        """One past the last address."""
+        return self.start + self.size
+
+    def contains(self, address: int, length: int = 1) -> bool:
+        return self.start <= address and address + length <= self.end
+
+
+@dataclass(frozen=True)
+class MemoryMap:
+    regions: tuple[Region, ...]
+    #: Byte range [start, end) of flash the bootloader occupies; never written or erased.
+    bootloader: tuple[int, int] | None = None
+    #: Where an application image goes when no address is given.
+    app_start: int = 0
+
+    def region(self, key: str | int) -> Region:
+        """Find a region by name (``flash``) or OpenOCD-style bank number (``0``)."""
+        for region in self.regions:
+            if key == region.name or key == region.bank or str(key) == str(region.bank):
+                return region
+        names = ", ".join(f"{r.bank}={r.name}" for r in self.regions)
+        raise TargetError(f"no memory region {key!r} on this target", f"regions: {names}")
+
+    @property
+    def flash(self) -> Region:
+        return self.region("flash")
+
+    def writable_end(self) -> int:
+        """First flash address the application may not use."""
+        return self.bootloader[0] if self.bootloader else self.flash.end
+
+    def region_for(self, address: int) -> Region:
+        for region in self.regions:
+            if region.contains(address):
+                return region
+        raise TargetError(f"address {hexaddr(address)} is in no memory region")
+
+
+@dataclass
+class TargetInfo:
+    """What was found and how; ``info`` prints it, ``--json`` emits it."""
+
+    protocol: str
+    bootloader: str
+    chip: str
+    link: str
+    baudrate: int | None = None
+    how: str = ""
+    details: dict[str, object] = field(default_factory=dict)
+
+
+Progress = Callable[[int], None]
+"""Called with the number of bytes just transferred."""
+
+
+class Bootloader(ABC):
+    """One bootloader protocol spoken over one link.
+
+    Subclasses implement page-level operations; the session layer does alignment, padding,
+    diffing, verification, progress and Ctrl-C. Protocol code never prints or prompts.
+    """
+
+    #: Registry name, used by ``--protocol``.
+    name: ClassVar[str]
+    #: Baud rates auto-detection tries, most common first.
+    baudrates: ClassVar[tuple[int, ...]] = ()
+    capabilities: Capability = Capability(0)
+
+    def __init__(self, link: ByteLink) -> None:
+        self.link = link
+
+    @classmethod
+    @abstractmethod
+    def probe(cls, link: ByteLink, *, reset: bool, chip: str | None = None) -> Bootloader | None:
+        """Try, without changing anything on the target, whether this protocol answers
+        at the link's current settings. Returns a connected instance or None."""
+
+    @abstractmethod
+    def identify(self) -> TargetInfo: ...
+
+    @abstractmethod
+    def memory_map(self) -> MemoryMap: ...
+
+    @abstractmethod
+    def read(self, region: Region, address: int, length: int) -> bytes:
+        """Read ``length`` bytes at absolute ``address``; at most one page per call is
+        typical, the session splits larger reads."""
+
+    @abstractmethod
+    def write_page(self, region: Region, address: int, data: bytes) -> None:
+        """Write exactly one page at a page-aligned absolute address."""
+
+    def erase_chip(self) -> None:
+        raise UnsupportedError(f"{self.name} has no chip erase")
+
+    def keep_alive(self) -> None:
+        """Send the cheapest harmless command; raise ProtocolError if the target is gone.
+
+        Bootloaders without an idle timeout need nothing.
+        """
+        return None
+
+    def reconnect(self) -> None:
+        """Bring the target back into the bootloader after it left (reset, timeout)."""
+        raise UnsupportedError(f"{self.name} cannot re-enter the bootloader by itself")
+
+    @abstractmethod
+    def start_application(self) -> None:
+        """Leave the bootloader and run the application."""
+
+    def close(self) -> None:
+        self.link.close()

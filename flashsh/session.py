@@ -1,0 +1,115 @@
+"""A live session: one link, one bootloader, kept awake while the user thinks."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from flashsh.errors import FlashshError
+from flashsh.protocols import ProbeOptions, detect
+from flashsh.protocols.base import Bootloader, Capability, MemoryMap, TargetInfo
+from flashsh.transports.serial import open_serial
+
+#: Idle time after which the keep-alive speaks; optiboot gives up after about 1 s.
+KEEP_ALIVE_PERIOD = 0.25
+
+
+class Session:
+    """Owns the bootloader connection; every command goes through :meth:`use`.
+
+    A background thread sends the protocol's keep-alive while the shell is idle, because
+    optiboot and ATmegaBOOT start the application after about a second of silence. When
+    the target has left the bootloader anyway (``reset``, a pressed button, a missed
+    keep-alive), the next command reconnects by itself.
+    """
+
+    def __init__(self, bootloader: Bootloader, target: str = "") -> None:
+        self.bootloader = bootloader
+        self.target = target or bootloader.link.description
+        self.lock = threading.RLock()
+        self.in_bootloader = True
+        self.reconnects = 0
+        self.info: TargetInfo = bootloader.identify()
+        self.memory_map: MemoryMap = bootloader.memory_map()
+        self._last_activity = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if Capability.KEEP_ALIVE in bootloader.capabilities:
+            self._thread = threading.Thread(
+                target=self._keep_alive_loop, name="flashsh-keepalive", daemon=True
+            )
+            self._thread.start()
+
+    @classmethod
+    def open(
+        cls,
+        target: str,
+        options: ProbeOptions,
+        report: Callable[[str], None] | None = None,
+    ) -> Session:
+        """Open ``target`` and find the bootloader on it."""
+        first_baud = options.baudrate or 115200
+        link = open_serial(target, first_baud, reset_lines=options.reset)
+        try:
+            bootloader = detect(link, options, report)
+            return cls(bootloader, target)
+        except BaseException:
+            link.close()
+            raise
+
+    @property
+    def capabilities(self) -> Capability:
+        return self.bootloader.capabilities
+
+    @contextmanager
+    def use(self) -> Iterator[Bootloader]:
+        """Hold the link for one command, bringing the bootloader back first if it left."""
+        with self.lock:
+            if not self.in_bootloader:
+                self.bootloader.reconnect()
+                self.in_bootloader = True
+                self.reconnects += 1
+                self.info = self.bootloader.identify()
+            try:
+                yield self.bootloader
+            except FlashshError:
+                # A failed exchange may leave the target out of step: resync next time.
+                self.in_bootloader = self._still_answers()
+                raise
+            finally:
+                self._last_activity = time.monotonic()
+
+    def start_application(self) -> None:
+        with self.lock:
+            if self.in_bootloader:
+                self.bootloader.start_application()
+            self.in_bootloader = False
+
+    def _still_answers(self) -> bool:
+        try:
+            self.bootloader.keep_alive()
+        except FlashshError:
+            return False
+        return True
+
+    def _keep_alive_loop(self) -> None:
+        while not self._stop.wait(KEEP_ALIVE_PERIOD / 2):
+            if time.monotonic() - self._last_activity < KEEP_ALIVE_PERIOD:
+                continue
+            if not self.lock.acquire(blocking=False):
+                continue  # a command is running: it keeps the bootloader awake itself
+            try:
+                if self.in_bootloader and not self._stop.is_set():
+                    self.in_bootloader = self._still_answers()
+                self._last_activity = time.monotonic()
+            finally:
+                self.lock.release()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=1.0)
+        with self.lock:
+            self.bootloader.close()

@@ -1,0 +1,233 @@
+"""The interactive shell: a cmd2 app holding at most one live session.
+
+Commands live in ``flashsh.commands`` as CommandSets and call ``flashsh.operations``; this
+module owns what is common to all of them: the session, the prompt, how results and
+errors are shown (text or ``--json``), and running ``-c`` lines and ``.fsh`` scripts so
+that the first failure stops them.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cmd2
+from cmd2.exceptions import Cmd2ArgparseError
+
+from flashsh import __version__
+from flashsh.errors import FlashshError
+from flashsh.progress import BarProgress, NoProgress, Progress
+from flashsh.protocols import ProbeOptions
+from flashsh.session import Session
+
+#: cmd2 built-ins that start a shell, Python or an editor: off unless --allow-shell.
+UNSAFE_COMMANDS = ("shell", "run_pyscript", "py", "ipy", "edit")
+
+
+@dataclass
+class ShellOptions:
+    probe: ProbeOptions
+    json: bool = False
+    yes: bool = False
+    verbose: bool = False
+    allow_shell: bool = False
+    interactive: bool = True
+
+
+class NotConnected(FlashshError):
+    def __init__(self) -> None:
+        super().__init__(
+            "not connected to a target", "use `connect PORT` (`ports` lists them) or sim://..."
+        )
+
+
+class FlashShell(cmd2.Cmd):
+    """flashsh's command loop."""
+
+    def __init__(self, options: ShellOptions, **kwargs: Any) -> None:
+        from flashsh.commands import all_command_sets
+
+        super().__init__(
+            allow_cli_args=False,
+            allow_redirection=options.allow_shell,
+            auto_load_commands=False,
+            command_sets=all_command_sets(),
+            persistent_history_file=_history_file() if options.interactive else "",
+            include_py=options.allow_shell,
+            **kwargs,
+        )
+        self.options = options
+        self.session: Session | None = None
+        self.failed = False
+        self.stop_requested = False
+        self.last_error: str | None = None
+        self.intro = (
+            f"flashsh {__version__}: type `help` for commands, `help COMMAND` for details"
+            if options.interactive
+            else ""
+        )
+        for name in UNSAFE_COMMANDS:
+            if name in self.get_all_commands() and not options.allow_shell:
+                self.disable_command(
+                    name, f"`{name}` is off; start flashsh with --allow-shell to use it"
+                )
+        self.update_prompt()
+
+    # ------------------------------------------------------------ session
+
+    def require_session(self) -> Session:
+        if self.session is None:
+            raise NotConnected()
+        return self.session
+
+    def attach(self, session: Session) -> None:
+        self.detach()
+        self.session = session
+        self.update_prompt()
+
+    def detach(self) -> None:
+        if self.session is not None:
+            session, self.session = self.session, None
+            session.close()
+        self.update_prompt()
+
+    def update_prompt(self) -> None:
+        if self.session is None:
+            self.prompt = "flashsh> "
+        else:
+            where = Path(self.session.target).name or self.session.target
+            self.prompt = f"flashsh {self.session.info.chip}@{where}> "
+
+    def progress(self) -> Progress:
+        """A bar on an interactive terminal; nothing where a machine reads the output."""
+        if self.options.json or not sys.stderr.isatty():
+            return NoProgress()
+        return BarProgress()
+
+    # ------------------------------------------------------------ output
+
+    def report(self, result: dict[str, Any] | list[Any], text: str = "") -> None:
+        """Show a command's result: ``text`` for people, the data itself with --json."""
+        self.last_result = result
+        if self.options.json:
+            command = self.current_command.command if self.current_command else ""
+            self.poutput(json.dumps({"command": command, "ok": True, "result": result}))
+        elif text:
+            self.poutput(text)
+
+    def note(self, text: str) -> None:
+        """A remark for people (skipped with --json); goes to stderr with -v only."""
+        if not self.options.json:
+            self.poutput(text)
+
+    def fail(self, message: str) -> None:
+        self.failed = True
+        self.last_error = message
+        if self.options.json:
+            command = self.current_command.command if self.current_command else ""
+            self.poutput(json.dumps({"command": command, "ok": False, "error": message}))
+        else:
+            self.perror(f"error: {message}")
+
+    def pexcept(self, exception: BaseException, **kwargs: Any) -> None:
+        if isinstance(exception, FlashshError):
+            self.fail(str(exception))
+            return
+        self.failed = True
+        self.last_error = str(exception)
+        if self.options.verbose:
+            super().pexcept(exception, **kwargs)
+        else:
+            self.fail(f"{type(exception).__name__}: {exception}")
+
+    def onecmd(self, statement: Any, *, add_to_history: bool = True) -> bool:
+        try:
+            return super().onecmd(statement, add_to_history=add_to_history)
+        except Cmd2ArgparseError:
+            self.failed = True
+            self.last_error = "bad arguments"
+            raise
+
+    def default(self, statement: Any) -> bool | None:
+        self.fail(f"unknown command {statement.command!r}; `help` lists the commands")
+        return None
+
+    def _report_disabled_command_usage(self, *args: Any, message_to_print: str, **kw: Any) -> None:
+        # Running a disabled command is a failure: a script must stop there.
+        self.fail(message_to_print)
+
+    # ------------------------------------------------------------ batch runs
+
+    def run_line(self, line: str) -> bool:
+        """Run one command line; return True when it succeeded."""
+        self.failed = False
+        self.last_error = None
+        self.stop_requested = self.onecmd_plus_hooks(line, raise_keyboard_interrupt=True)
+        return not self.failed
+
+    def run_lines(self, lines: Iterable[tuple[str, int, str]]) -> int:
+        """Run (source, line number, text) triples, stopping at the first failure.
+
+        Returns the process exit status: 0 when every command succeeded, 1 otherwise.
+        """
+        for source, number, text in lines:
+            try:
+                ok = self.run_line(text)
+            except KeyboardInterrupt:
+                ok, self.last_error = False, "stopped by Ctrl-C"
+            if not ok:
+                if source:
+                    self.perror(f"{source}:{number}: {self.last_error or 'command failed'}")
+                return 1
+            if self.stop_requested:
+                break
+        return 0
+
+
+def script_lines(path: str) -> list[tuple[str, int, str]]:
+    """Read a .fsh script: one command per line, ``#`` starts a comment line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise FlashshError(f"cannot read script {path}: {exc.strerror}") from exc
+    lines = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        stripped = raw.strip()
+        if stripped and not stripped.startswith("#"):
+            lines.append((path, number, stripped))
+    return lines
+
+
+def command_lines(text: str) -> list[tuple[str, int, str]]:
+    """Split ``-c "cmd; cmd"`` on semicolons outside quotes."""
+    parts, current, quote = [], "", ""
+    for char in text:
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == ";":
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+    parts.append(current)
+    return [("", i + 1, p.strip()) for i, p in enumerate(parts) if p.strip()]
+
+
+def split_words(line: str) -> list[str]:
+    return shlex.split(line)
+
+
+def _history_file() -> str:
+    base = Path.home() / ".local" / "state" / "flashsh"
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return ""
+    return str(base / "history")

@@ -1,0 +1,1 @@
+"""Links to a target: byte streams (serial ports, sims), later USB and CAN."""

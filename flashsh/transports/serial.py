@@ -1,0 +1,145 @@
+"""Serial ports, pyserial URLs and built-in simulators as a ByteLink."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+from typing import Any
+
+import serial
+
+from flashsh.errors import TransportError
+from flashsh.transports.base import ByteLink
+
+SIM_SCHEME = "sim://"
+
+
+class SerialLink(ByteLink):
+    """A ByteLink over any object with pyserial's Serial interface."""
+
+    def __init__(self, port: Any, description: str) -> None:
+        self.port = port
+        self.description = description
+        self._timeout: float | None = port.timeout
+        self.has_modem_lines = True
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.port.write(data)
+        except (OSError, serial.SerialException) as exc:
+            raise _gone(self.description, exc) from exc
+
+    def read(self, size: int, timeout: float) -> bytes:
+        # Setting pyserial's timeout reconfigures the port (tcsetattr): only when it changes.
+        if timeout != self._timeout:
+            self.port.timeout = timeout
+            self._timeout = timeout
+        try:
+            return bytes(self.port.read(size))
+        except (OSError, serial.SerialException) as exc:
+            raise _gone(self.description, exc) from exc
+
+    def discard_input(self) -> None:
+        try:
+            self.port.reset_input_buffer()
+        except (OSError, serial.SerialException) as exc:
+            raise _gone(self.description, exc) from exc
+
+    @property
+    def baudrate(self) -> int:
+        return int(self.port.baudrate)
+
+    @baudrate.setter
+    def baudrate(self, value: int) -> None:
+        try:
+            self.port.baudrate = value
+        except (ValueError, OSError, serial.SerialException) as exc:
+            raise TransportError(
+                f"{self.description} cannot run at {value} baud", "pick another --baud"
+            ) from exc
+
+    def set_lines(self, *, dtr: bool | None = None, rts: bool | None = None) -> bool:
+        if not self.has_modem_lines:
+            return False
+        try:
+            if dtr is not None:
+                self.port.dtr = dtr
+            if rts is not None:
+                self.port.rts = rts
+        except (OSError, serial.SerialException, ValueError):
+            # A pty or a network port has no modem lines; the ioctl fails with ENOTTY.
+            self.has_modem_lines = False
+            return False
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, serial.SerialException):
+            self.port.close()
+
+
+def open_serial(target: str, baudrate: int, *, reset_lines: bool = True) -> SerialLink:
+    """Open a device path, a pyserial URL (``socket://``, ``rfc2217://``, ``spy://``) or
+    a ``sim://`` target. Raises TransportError with a hint when the port cannot be opened.
+
+    With ``reset_lines`` False the modem lines are left released on open, so a board
+    that resets on DTR is not reset by opening the port.
+    """
+    if target.startswith(SIM_SCHEME):
+        from flashsh.sims.url import open_sim_port
+
+        return SerialLink(open_sim_port(target, baudrate), target)
+    try:
+        port = serial.serial_for_url(target, baudrate=baudrate, timeout=1.0, do_not_open=True)
+        if not reset_lines:
+            port.dtr = False
+            port.rts = False
+        if "://" not in target:
+            port.exclusive = True
+        port.open()
+    except (OSError, serial.SerialException, ValueError) as exc:
+        raise _open_error(target, exc) from exc
+    return SerialLink(port, target)
+
+
+def _errno_of(exc: BaseException) -> int | None:
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return exc.errno
+    for arg in getattr(exc, "args", ()):
+        if isinstance(arg, int):
+            return arg
+    cause = exc.__context__
+    return _errno_of(cause) if cause is not None else None
+
+
+def _open_error(target: str, exc: BaseException) -> TransportError:
+    code = _errno_of(exc)
+    text = str(exc)
+    if (
+        code == errno.ENOENT
+        or "No such file" in text
+        or "could not open port" in text
+        and ("[Errno 2]" in text)
+    ):
+        return TransportError(
+            f"no such port: {target}", "run `flashsh -c ports` to list serial ports"
+        )
+    if code in (errno.EACCES, errno.EPERM) or "Permission denied" in text:
+        return TransportError(
+            f"permission denied on {target}",
+            "add yourself to the dialout group (sudo usermod -aG dialout $USER) and log in again",
+        )
+    if code == errno.EBUSY or "busy" in text.lower() or "lock" in text.lower():
+        return TransportError(
+            f"{target} is in use by another program",
+            "close the serial monitor, OctoPrint or Klipper that holds it",
+        )
+    if isinstance(exc, ValueError) or "invalid URL" in text or "protocol" in text:
+        return TransportError(f"cannot open {target}: {text}", "check the port name or URL")
+    return TransportError(f"cannot open {target}: {text}", "check the cable and the port name")
+
+
+def _gone(description: str, exc: BaseException) -> TransportError:
+    return TransportError(
+        f"{description} stopped working: {exc}",
+        "the board was unplugged or reset its USB; reconnect with `connect`",
+    )
