@@ -65,6 +65,7 @@ class FlashShell(cmd2.Cmd):
         self.session: Session | None = None
         self.failed = False
         self.stop_requested = False
+        self.script_dir: Path | None = None
         self.last_error: str | None = None
         self.intro = (
             f"flashsh {__version__}: type `help` for commands, `help COMMAND` for details"
@@ -102,6 +103,23 @@ class FlashShell(cmd2.Cmd):
         else:
             where = Path(self.session.target).name or self.session.target
             self.prompt = f"flashsh {self.session.info.chip}@{where}> "
+
+    def confirm(self, question: str) -> bool:
+        """Ask before destroying data. --yes, scripts and -c count as consent: the user
+        wrote the command down; only a person at the prompt is asked."""
+        if self.options.yes or not self.options.interactive or not sys.stdin.isatty():
+            return True
+        answer = self.read_input(f"{question} [y/N] ")
+        return answer.strip().lower() in ("y", "yes")
+
+    def resolve_input(self, path: str) -> str:
+        """Find an input file: as given, else next to the running script, so that shared
+        recipes can name the images that travel with them."""
+        candidate = Path(path).expanduser()
+        if candidate.is_absolute() or candidate.exists() or self.script_dir is None:
+            return str(candidate)
+        beside = self.script_dir / candidate
+        return str(beside) if beside.exists() else str(candidate)
 
     def progress(self) -> Progress:
         """A bar on an interactive terminal; nothing where a machine reads the output."""
@@ -176,6 +194,7 @@ class FlashShell(cmd2.Cmd):
         Returns the process exit status: 0 when every command succeeded, 1 otherwise.
         """
         for source, number, text in lines:
+            self.script_dir = Path(source).resolve().parent if source else None
             try:
                 ok = self.run_line(text)
             except KeyboardInterrupt:

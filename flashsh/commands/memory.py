@@ -10,7 +10,7 @@ from cmd2 import Choices
 
 from flashsh import operations
 from flashsh.errors import FlashshError, TargetError
-from flashsh.images import load_image, save_image
+from flashsh.images import READERS, Image, load_image, save_image
 from flashsh.numbers import hexaddr, human_size, looks_like_int, parse_int
 from flashsh.progress import ctrl_c_stops_between_pages
 from flashsh.protocols.base import Capability, Region
@@ -54,6 +54,20 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
         session = self._cmd.require_session()
         return session.memory_map.region(int(key) if key.isdigit() else key)
 
+    def _load(self, path: str, address: int | None, fmt: str | None) -> Image:
+        session = self._cmd.require_session()
+        image = load_image(
+            self._cmd.resolve_input(path),
+            address=address,
+            default_address=session.memory_map.app_start,
+            fmt=fmt,
+        )
+        for note in image.notes:
+            self._cmd.note(f"note: {note}")
+        for region in image.extra:
+            self._cmd.note(f"note: {path} also holds {region} data; it is not written")
+        return image
+
     # ------------------------------------------------------------ program
 
     program_parser = cmd2.Cmd2ArgumentParser(
@@ -71,13 +85,16 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
         choices_provider=program_word_choices,
         help="options in any order",
     )
+    program_parser.add_argument(
+        "--format", choices=sorted(READERS), help="file format when the extension does not say"
+    )
 
     @cmd2.with_argparser(program_parser)
     def do_program(self, args: argparse.Namespace) -> None:
         """Write FILE to flash, optionally diffing, verifying and starting it."""
         address, flags = _program_words(args.words)
         session = self._cmd.require_session()
-        image = load_image(args.file, address=address, default_address=session.memory_map.app_start)
+        image = self._load(args.file, address, args.format)
         with ctrl_c_stops_between_pages() as cancel:
             result = operations.program(
                 session,
@@ -104,14 +121,15 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
     verify_parser = cmd2.Cmd2ArgumentParser(description="Compare the chip with an image.")
     verify_parser.add_argument("file", completer=cmd2.Cmd.path_complete, help="image file")
     verify_parser.add_argument("address", nargs="?", type=_int, help="where a .bin belongs")
+    verify_parser.add_argument(
+        "--format", choices=sorted(READERS), help="file format when the extension does not say"
+    )
 
     @cmd2.with_argparser(verify_parser)
     def do_verify_image(self, args: argparse.Namespace) -> None:
         """Check that the chip holds FILE, byte for byte."""
         session = self._cmd.require_session()
-        image = load_image(
-            args.file, address=args.address, default_address=session.memory_map.app_start
-        )
+        image = self._load(args.file, args.address, args.format)
         with ctrl_c_stops_between_pages() as cancel:
             result = operations.verify_image(
                 session, image, progress=self._cmd.progress(), cancel=cancel
@@ -183,6 +201,11 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
     def do_mass_erase(self, args: argparse.Namespace) -> None:
         """Erase all of flash except the bootloader."""
         session = self._cmd.require_session()
+        memory = session.memory_map
+        lo, hi = memory.app_start, memory.writable_end()
+        if not self._cmd.confirm(f"erase {hexaddr(lo)}-{hexaddr(hi - 1)}?"):
+            self._cmd.fail("not erased: the answer was not yes")
+            return
         if Capability.CHIP_ERASE not in session.capabilities:
             self._cmd.note(_no_chip_erase_note(session.info.bootloader))
         with ctrl_c_stops_between_pages() as cancel:
@@ -201,6 +224,10 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
         session = self._cmd.require_session()
         if args.length <= 0:
             raise TargetError("erase needs a length above 0")
+        end = args.address + args.length - 1
+        if not self._cmd.confirm(f"erase {hexaddr(args.address)}-{hexaddr(end)} (whole pages)?"):
+            self._cmd.fail("not erased: the answer was not yes")
+            return
         if Capability.CHIP_ERASE not in session.capabilities:
             self._cmd.note(_no_chip_erase_note(session.info.bootloader))
         with ctrl_c_stops_between_pages() as cancel:
