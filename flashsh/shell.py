@@ -101,7 +101,7 @@ class FlashShell(cmd2.Cmd):
         if self.session is None:
             self.prompt = "flashsh> "
         else:
-            where = Path(self.session.target).name or self.session.target
+            where = _short_target(self.session.target)
             self.prompt = f"flashsh {self.session.info.chip}@{where}> "
 
     def confirm(self, question: str) -> bool:
@@ -241,6 +241,14 @@ def command_lines(text: str) -> list[tuple[str, int, str]]:
 
 def split_words(line: str) -> list[str]:
     return shlex.split(line)
+
+
+def _short_target(target: str) -> str:
+    """``/dev/ttyACM0`` -> ``ttyACM0``, ``sim://stk500v1?...`` -> ``sim``: prompts stay short."""
+    if "://" in target:
+        scheme, _, rest = target.partition("://")
+        return scheme if scheme == "sim" else rest.split("?")[0]
+    return target.removeprefix("/dev/")
 
 
 def _history_file() -> str:

@@ -51,7 +51,9 @@ MAX_BLOCK = 256
 # the bootloaders double every loaded address.
 EEPROM_BLOCK = 16
 
-SYNC_TIMEOUT = 0.2
+SYNC_TIMEOUT = 0.25
+# Long enough for optiboot 4.4's start-up LED flashes (3 flashes, about 0.4 s at 16 MHz).
+FIRST_SYNC_TIMEOUT = 0.6
 REPLY_TIMEOUT = 1.0
 SYNC_ATTEMPTS = 6
 
@@ -123,18 +125,29 @@ class Stk500v1(Bootloader):
         return data
 
     def _sync(self, attempts: int, reset: bool) -> bool:
-        """GET_SYNC until the bootloader answers; the first two answers are thrown away
-        because line noise and bytes buffered during the start-up LED flashes precede them."""
+        """GET_SYNC until the bootloader answers, then make sure the answer was not a stray.
+
+        Never send a new GET_SYNC while an earlier one may still sit unread in the chip:
+        optiboot 4.4 does not read the UART while it flashes its LED after reset (about
+        0.4 s), its receiver holds only three bytes, and an overrun leaves it reading a
+        command byte where it expects the 0x20 terminator, which makes it start the
+        application. So the first wait covers the LED time, and a success is confirmed
+        with one more GET_SYNC once the line is quiet.
+        """
         for attempt in range(attempts):
             if reset and attempt > 0:
                 self.link.pulse_reset(discharge=0.0, settle=0.02)
             self.link.discard_input()
             self.link.write(bytes([STK_GET_SYNC, CRC_EOP]))
-            reply = self.link.read(2, SYNC_TIMEOUT)
+            wait = FIRST_SYNC_TIMEOUT if attempt == 0 else SYNC_TIMEOUT
+            reply = self.link.read(2, wait)
             if reply == bytes([STK_INSYNC, STK_OK]):
-                # Anything else still in flight belongs to an earlier attempt.
-                self.link.drain(quiet=0.02, limit=0.2)
-                return True
+                # Answers to line noise or earlier attempts may still be on their way.
+                self.link.drain(quiet=0.05, limit=0.5)
+                self.link.write(bytes([STK_GET_SYNC, CRC_EOP]))
+                confirm = self.link.read(2, SYNC_TIMEOUT)
+                if confirm == bytes([STK_INSYNC, STK_OK]) and not self.link.read(1, 0.03):
+                    return True
         return False
 
     # ---------------------------------------------------------------- connection

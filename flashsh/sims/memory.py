@@ -130,7 +130,8 @@ class ChipMemory:
             return False
         old = self.flash[page : page + self.page_size]
         # Programming moves cells from 1 to 0 only.
-        self.flash[page : page + self.page_size] = bytes(a & b for a, b in zip(old, buffer))
+        programmed = bytes(a & b for a, b in zip(old, buffer, strict=True))
+        self.flash[page : page + self.page_size] = programmed
         self.stats.page_writes += 1
         return True
 
