@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 
 from flashsh import chips
@@ -9,13 +11,17 @@ def test_every_part_is_consistent():
         assert part.flash_size % part.flash_page == 0
         assert len(part.signature) == 3 and part.signature[0] == 0x1E
         # BOOTSZ 11, 10, 01, 00: each step doubles the boot section.
-        assert all(b == a * 2 for a, b in zip(part.boot_sizes, part.boot_sizes[1:]))
+        assert all(b == a * 2 for a, b in itertools.pairwise(part.boot_sizes))
 
 
 @pytest.mark.parametrize(
     ("sig", "name", "flash", "page"),
-    [("1e950f", "ATmega328P", 0x8000, 128), ("1e9705", "ATmega1284P", 0x20000, 256),
-     ("1e9801", "ATmega2560", 0x40000, 256), ("1e9406", "ATmega168", 0x4000, 128)],
+    [
+        ("1e950f", "ATmega328P", 0x8000, 128),
+        ("1e9705", "ATmega1284P", 0x20000, 256),
+        ("1e9801", "ATmega2560", 0x40000, 256),
+        ("1e9406", "ATmega168", 0x4000, 128),
+    ],
 )
 def test_lookup_by_signature(sig, name, flash, page):
     part = chips.avr_part_by_signature(bytes.fromhex(sig))

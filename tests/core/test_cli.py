@@ -48,8 +48,9 @@ def test_missing_port_is_one_clear_line():
     result = run_flashsh("-c", "info", "/dev/ttyNOPE0")
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert lines == ["error: no such port: /dev/ttyNOPE0 (run `flashsh -c ports` to list serial "
-                     "ports)"]
+    assert lines == [
+        "error: no such port: /dev/ttyNOPE0 (run `flashsh -c ports` to list serial ports)"
+    ]
 
 
 def test_command_without_connection_says_how_to_connect():

@@ -5,8 +5,14 @@ from flashsh.numbers import hexaddr, human_size, parse_int
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("0x1F000", 0x1F000), ("4096", 4096), ("32K", 32768), ("1m", 1 << 20), ("0b101", 5),
-     ("0x7e_00", 0x7E00)],
+    [
+        ("0x1F000", 0x1F000),
+        ("4096", 4096),
+        ("32K", 32768),
+        ("1m", 1 << 20),
+        ("0b101", 5),
+        ("0x7e_00", 0x7E00),
+    ],
 )
 def test_parse_int_accepts_the_usual_spellings(text, value):
     assert parse_int(text) == value

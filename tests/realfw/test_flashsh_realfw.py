@@ -102,7 +102,9 @@ def test_atmegaboot_at_57600_with_eeprom(avr_sim, tmp_path):
         sim.pty,
         f"program {app} verify; write eeprom 0x10 0xde 0xad 0xbe 0xef; "
         f"read_bank eeprom {eeprom} 0x10 4",
-        "--baud", "57600", "--json",
+        "--baud",
+        "57600",
+        "--json",
     )
     assert proc.returncode == 0, proc.stderr
     assert results(proc)[0]["result"]["bootloader"].startswith("ATmegaBOOT")
@@ -110,3 +112,35 @@ def test_atmegaboot_at_57600_with_eeprom(avr_sim, tmp_path):
     flash = sim.stop()
     assert flash[:4096] == image
     assert flash[0x7800:] == bootloader_bytes(sim.bootloader)
+
+
+def test_ctrl_c_stops_between_pages_and_says_what_was_written(avr_sim, tmp_path):
+    import re
+    import signal
+    import time
+
+    image = random.Random(6).randbytes(28 * 1024)
+    app = tmp_path / "app.bin"
+    app.write_bytes(image)
+    sim = avr_sim("optiboot328")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flashsh", "-c", f"program {app} verify", sim.pty],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.5)  # connected and well into the 2.7 s of writing
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    match = re.search(
+        r"stopped by Ctrl-C while writing; written so far: 0x0000-(0x[0-9a-f]+)", stderr
+    )
+    assert match, stderr
+    written_end = int(match.group(1), 16) + 1
+    assert 0 < written_end < len(image) and written_end % 128 == 0
+    flash = sim.stop()
+    assert flash[:written_end] == image[:written_end]
+    assert flash[written_end : sim.bootloader.boot_start] == b"\xff" * (
+        sim.bootloader.boot_start - written_end
+    )

@@ -1,0 +1,1 @@
+"""Test harness: real AVR bootloader firmware in simavr behind a pseudo-terminal."""
