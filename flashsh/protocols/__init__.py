@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flashsh.errors import FlashshError, NoAnswerError
+from flashsh.errors import FlashshError, NoAnswerError, ProtocolError
 from flashsh.protocols.base import Bootloader
 from flashsh.transports.base import ByteLink
 
@@ -59,6 +59,13 @@ def detect(link: ByteLink, options: ProbeOptions, report: Reporter | None = None
             if found is not None:
                 return found
             tried.append(f"{name}@{baud}")
+    if link.heard:
+        raise ProtocolError(
+            f"something on {link.description} answers, but not as any bootloader flashsh "
+            f"knows (tried {', '.join(tried)}; it sent {link.heard.hex(' ')})",
+            "the application may be running instead of the bootloader: press reset just "
+            "before connecting; or set --baud to the bootloader's rate",
+        )
     raise NoAnswerError(
         f"no bootloader answered on {link.description} (tried {', '.join(tried)})",
         "press reset just before connecting, check the port and the baud rate "

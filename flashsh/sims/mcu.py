@@ -197,6 +197,7 @@ class Mcu:
         self._uart_on_at = None
         self._capture = None
         self.advance(self.now + self.startup * self.throttle)
+        self._wdt_fed = self.now  # the watchdog counter starts from zero after a reset
 
     def _set_state(self, state: str) -> None:
         with self._cond:
@@ -286,7 +287,11 @@ class Mcu:
         (in reset, or the application ignoring the line) and overruns."""
         on = self._uart_on_at
         if on is None:
-            self.rx.drop_arrived(self.clock())
+            # Bytes after a pending reset are for whatever runs after it to judge.
+            limit = self.clock()
+            if self._reset_at is not None:
+                limit = min(limit, self._reset_at)
+            self.rx.drop_arrived(limit)
             return
         while (head := self.rx.peek()) is not None and head.due < on:
             self.rx.pop()

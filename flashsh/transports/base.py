@@ -15,6 +15,9 @@ class ByteLink(ABC):
 
     #: What the user asked for, shown by ``info`` and in errors ("/dev/ttyACM0").
     description: str = ""
+    #: The first bytes ever received, kept so that auto-detection can tell "silent" from
+    #: "something answers, but not a bootloader we know".
+    heard: bytes = b""
 
     @abstractmethod
     def write(self, data: bytes) -> None:
@@ -49,6 +52,12 @@ class ByteLink(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def remember(self, data: bytes) -> bytes:
+        """Keep the first bytes received (subclasses call this from ``read``)."""
+        if data and len(self.heard) < 16:
+            self.heard = (self.heard + data)[:16]
+        return data
 
     def drain(self, quiet: float = 0.05, limit: float = 1.0) -> int:
         """Discard input until nothing arrives for ``quiet`` seconds; return the count."""

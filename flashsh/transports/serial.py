@@ -35,7 +35,7 @@ class SerialLink(ByteLink):
             self.port.timeout = timeout
             self._timeout = timeout
         try:
-            return bytes(self.port.read(size))
+            return self.remember(bytes(self.port.read(size)))
         except (OSError, serial.SerialException) as exc:
             raise _gone(self.description, exc) from exc
 
@@ -132,6 +132,11 @@ def _open_error(target: str, exc: BaseException) -> TransportError:
         return TransportError(
             f"{target} is in use by another program",
             "close the serial monitor, OctoPrint or Klipper that holds it",
+        )
+    if code == errno.ECONNREFUSED or "Connection refused" in text:
+        return TransportError(
+            f"nothing is listening at {target} (connection refused)",
+            "start the serial server on the remote machine, and check host and port",
         )
     if isinstance(exc, ValueError) or "invalid URL" in text or "protocol" in text:
         return TransportError(f"cannot open {target}: {text}", "check the port name or URL")

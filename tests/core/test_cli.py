@@ -88,3 +88,36 @@ def test_missing_script_file():
     result = run_flashsh("-s", "/nonexistent/recipe.fsh")
     assert result.returncode == 1
     assert "cannot read script /nonexistent/recipe.fsh" in result.stderr
+
+
+def test_a_port_that_answers_something_else_is_called_wrong_protocol():
+    # loop:// echoes what is sent: an answer, but not an STK500 one.
+    result = run_flashsh("--baud", "115200", "-c", "info", "loop://")
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1
+    assert "answers, but not as any bootloader flashsh knows" in errors[0]
+    assert "30 20" in errors[0] and "press reset" in errors[0]
+
+
+def test_refused_network_port():
+    import socket
+
+    with socket.socket() as probe:  # a free loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = run_flashsh("-c", "info", f"socket://127.0.0.1:{port}")
+    assert result.returncode == 1
+    assert f"nothing is listening at socket://127.0.0.1:{port}" in result.stderr
+
+
+def test_permission_denied_names_the_dialout_group():
+    import errno
+
+    from flashsh.transports.serial import _open_error
+
+    error = _open_error("/dev/ttyACM0", PermissionError(errno.EACCES, "Permission denied"))
+    assert str(error).startswith("permission denied on /dev/ttyACM0")
+    assert "dialout" in str(error)
+    busy = _open_error("/dev/ttyACM0", OSError(errno.EBUSY, "Device or resource busy"))
+    assert "in use by another program" in str(busy)
