@@ -167,8 +167,13 @@ class FlashShell(cmd2.Cmd):
         try:
             return super().onecmd(statement, add_to_history=add_to_history)
         except Cmd2ArgparseError:
+            # argparse has printed the usage and the complaint already.
+            name = getattr(statement, "command", "")
+            message = f"bad arguments for `{name}`; `help {name}` shows the usage"
+            if self.options.json:
+                self.fail(message)
             self.failed = True
-            self.last_error = "bad arguments"
+            self.last_error = message
             raise
 
     def default(self, statement: Any) -> bool | None:
