@@ -66,6 +66,7 @@ class FlashShell(cmd2.Cmd):
         self.failed = False
         self.stop_requested = False
         self.script_dir: Path | None = None
+        self.command_name = ""
         self.last_error: str | None = None
         self.intro = (
             f"flashsh {__version__}: type `help` for commands, `help COMMAND` for details"
@@ -133,8 +134,7 @@ class FlashShell(cmd2.Cmd):
         """Show a command's result: ``text`` for people, the data itself with --json."""
         self.last_result = result
         if self.options.json:
-            command = self.current_command.command if self.current_command else ""
-            self.poutput(json.dumps({"command": command, "ok": True, "result": result}))
+            self.poutput(json.dumps({"command": self.command_name, "ok": True, "result": result}))
         elif text:
             self.poutput(text)
 
@@ -147,8 +147,8 @@ class FlashShell(cmd2.Cmd):
         self.failed = True
         self.last_error = message
         if self.options.json:
-            command = self.current_command.command if self.current_command else ""
-            self.poutput(json.dumps({"command": command, "ok": False, "error": message}))
+            record = {"command": self.command_name, "ok": False, "error": message}
+            self.poutput(json.dumps(record))
         else:
             self.perror(f"error: {message}")
 
@@ -164,6 +164,8 @@ class FlashShell(cmd2.Cmd):
             self.fail(f"{type(exception).__name__}: {exception}")
 
     def onecmd(self, statement: Any, *, add_to_history: bool = True) -> bool:
+        # Kept past the command's end: a failure is reported after cmd2 has forgotten it.
+        self.command_name = getattr(statement, "command", str(statement).split(" ")[0])
         try:
             return super().onecmd(statement, add_to_history=add_to_history)
         except Cmd2ArgparseError:
