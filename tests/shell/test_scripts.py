@@ -43,10 +43,7 @@ def test_failing_line_stops_the_script_with_file_and_line(tmp_path):
     app.write_bytes(b"\x42" * 256)
     script = tmp_path / "recipe.fsh"
     script.write_text(
-        "# a recipe with a typo\n"
-        "info\n"
-        "program missing.hex verify\n"
-        f"program {app} verify\n"
+        f"# a recipe with a typo\ninfo\nprogram missing.hex verify\nprogram {app} verify\n"
     )
     result = flashsh("--json", "-s", str(script), "sim://stk500v1?chip=atmega328p&throttle=0")
     assert result.returncode == 1
@@ -57,9 +54,7 @@ def test_failing_line_stops_the_script_with_file_and_line(tmp_path):
 
 
 def test_json_output_is_one_object_per_command():
-    result = flashsh(
-        "--json", "-c", "info; echo done", "sim://stk500v1?chip=atmega328p&throttle=0"
-    )
+    result = flashsh("--json", "-c", "info; echo done", "sim://stk500v1?chip=atmega328p&throttle=0")
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["command"] for r in records] == ["connect", "info", "echo"]
