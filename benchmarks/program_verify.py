@@ -29,7 +29,9 @@ from flashsh.images import save_image
 BAUD = 115200
 WIRE_BYTES_PER_SECOND = BAUD / 10  # 8N1: ten bits a byte
 PAGE = 128  # ATmega328P flash page
-PAGE_WRITE_S = 0.0045  # the simulator's page erase + write time (ATmega328P datasheet order)
+# The simulator's page erase + page write time: optiboot 8.x erases, then writes, each
+# taking up to 4.1 ms on an ATmega328P (datasheet, tWD_FLASH).
+PAGE_WRITE_S = 0.0082
 # STK500v1 bytes per page, both directions: LOAD_ADDRESS (4 + 2) and PROG_PAGE (page + 5 + 2)
 WRITE_PAGE_WIRE = 4 + 2 + PAGE + 5 + 2
 # LOAD_ADDRESS (4 + 2) and READ_PAGE (5 + page + 2)
@@ -41,7 +43,7 @@ class PtySim:
 
     def __init__(self, image: Path | None = None) -> None:
         cmd = [sys.executable, "-m", "flashsh.sims", "stk500v1", "--chip", "atmega328p",
-               "--baud", str(BAUD), "--throttle", "1", "--page-ms", str(PAGE_WRITE_S * 1000)]
+               "--baud", str(BAUD), "--throttle", "1", "-o", f"page_ms={PAGE_WRITE_S * 1000}"]
         if image is not None:
             cmd += ["--image", str(image)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)

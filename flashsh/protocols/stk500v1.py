@@ -56,6 +56,7 @@ SYNC_TIMEOUT = 0.25
 FIRST_SYNC_TIMEOUT = 0.6
 REPLY_TIMEOUT = 1.0
 SYNC_ATTEMPTS = 6
+OPEN_SETTLE = 0.1
 
 
 class Stk500v1(Bootloader):
@@ -160,6 +161,10 @@ class Stk500v1(Bootloader):
         """
         self = cls(link, chip)
         did_reset = link.pulse_reset() if reset else False
+        if not did_reset:
+            # Opening a port asserts DTR on most systems, which resets an Arduino anyway;
+            # bytes sent before its bootloader runs are lost.
+            time.sleep(OPEN_SETTLE)
         link.drain(quiet=0.03, limit=0.3)
         if not self._sync(SYNC_ATTEMPTS, reset=did_reset):
             return None

@@ -6,7 +6,11 @@
  *           [-d DUMP.bin] [--boot-start ADDR] [--reset-delay MS]
  *           [--park-app] [--no-reset-on-open] [-v]
  *
- * The first line on stdout is the pty slave path.  Diagnostics go to stderr.
+ * The first line on stdout is the pty slave path.  The log goes to stderr:
+ * resets, "application entered" (PC left the boot section), and with -v port
+ * closes and overruns, -vv every byte ("rx"/"tx"), -vvv simavr's trace.
+ * --park-app halts the core when the application starts (until the next
+ * reset), so random test images are never executed.
  *
  * Board model (an Arduino with BOOTRST programmed):
  *  - every reset starts at the bootloader: simavr's reset_pc is set once and

@@ -99,6 +99,13 @@ class AvrSim:
         except FileNotFoundError:
             return ""
 
+    def events(self) -> list[tuple[float, str]]:
+        """Harness log as (seconds since harness start, message)."""
+        return [
+            (float(m.group(1)), m.group(2))
+            for m in re.finditer(r"^avr_pty: \[(\d+\.\d+)\] (.*)$", self.log, re.M)
+        ]
+
     def wait_for_log(self, pattern: str, count: int = 1, timeout: float = 5.0) -> str:
         """Wait until ``pattern`` (a regex) occurs ``count`` times in the log."""
         deadline = time.monotonic() + timeout
