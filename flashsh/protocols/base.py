@@ -24,7 +24,8 @@ class Capability(Flag):
     CHIP_ERASE = auto()  # a real erase of the whole application area
     PAGE_ERASE_ON_WRITE = auto()  # each page is erased as it is written
     EEPROM = auto()
-    FUSES = auto()
+    FUSES = auto()  # fuse and lock bytes can be read and written
+    SIGNATURE_FROM_SILICON = auto()  # the signature is read from the chip, not compiled in
     KEEP_ALIVE = auto()  # needs traffic while idle or it leaves the bootloader
 
 
@@ -136,6 +137,24 @@ class Bootloader(ABC):
 
     def erase_chip(self) -> None:
         raise UnsupportedError(f"{self.name} has no chip erase")
+
+    def read_fuses(self) -> dict[str, int]:
+        """Return the chip's fuse bytes by name (``lfuse``, ``hfuse``, ``efuse``)."""
+        raise UnsupportedError(
+            f"{self.name} cannot read fuses", "use an ISP programmer (STK500v2, AVR ISP mkII)"
+        )
+
+    def write_fuse(self, name: str, value: int) -> None:
+        """Write one fuse byte. Callers check the value first (flashsh.fuses)."""
+        raise UnsupportedError(
+            f"{self.name} cannot write fuses", "use an ISP programmer (STK500v2, AVR ISP mkII)"
+        )
+
+    def read_lock(self) -> int:
+        raise UnsupportedError(f"{self.name} cannot read lock bits", "use an ISP programmer")
+
+    def write_lock(self, value: int) -> None:
+        raise UnsupportedError(f"{self.name} cannot write lock bits", "use an ISP programmer")
 
     def keep_alive(self) -> None:
         """Send the cheapest harmless command; raise ProtocolError if the target is gone.
