@@ -56,18 +56,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
-    from flashsh.errors import FlashshError
     from flashsh.protocols import ProbeOptions
+    from flashsh.session import EarlyOpen
+
+    probe = ProbeOptions(
+        protocol=args.protocol, baudrate=args.baud, reset=not args.no_reset, chip=args.chip
+    )
+    # Start resetting the board and finding its bootloader while the shell loads.
+    early = EarlyOpen(args.target, probe, args.verbose) if args.target else None
+
+    from flashsh.errors import FlashshError
     from flashsh.shell import FlashShell, ShellOptions, command_lines, script_lines
 
     batch = bool(args.script or args.command)
     options = ShellOptions(
-        probe=ProbeOptions(
-            protocol=args.protocol,
-            baudrate=args.baud,
-            reset=not args.no_reset,
-            chip=args.chip,
-        ),
+        probe=probe,
         json=args.json,
         yes=args.yes,
         verbose=args.verbose,
@@ -79,10 +82,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command:
             lines = command_lines(args.command)
     except FlashshError as exc:
+        if early is not None:
+            early.discard()
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
     shell = FlashShell(options)
+    shell.early_open = early
     try:
         if args.target:
             connect = [("", 0, f"connect {shlex.quote(args.target)}")]

@@ -23,7 +23,7 @@ from flashsh import __version__
 from flashsh.errors import FlashshError
 from flashsh.progress import BarProgress, NoProgress, Progress
 from flashsh.protocols import ProbeOptions
-from flashsh.session import Session
+from flashsh.session import EarlyOpen, Session
 
 #: cmd2 built-ins that start a shell, Python or an editor: off unless --allow-shell.
 UNSAFE_COMMANDS = ("shell", "run_pyscript", "py", "ipy", "edit")
@@ -63,6 +63,7 @@ class FlashShell(cmd2.Cmd):
         )
         self.options = options
         self.session: Session | None = None
+        self.early_open: EarlyOpen | None = None
         self.failed = False
         self.stop_requested = False
         self.script_dir: Path | None = None
@@ -86,6 +87,16 @@ class FlashShell(cmd2.Cmd):
         if self.session is None:
             raise NotConnected()
         return self.session
+
+    def take_early_session(self, target: str, probe: ProbeOptions) -> Session | None:
+        """The session the command line began opening before the shell was built, if it
+        is for this target with these options (raises what opening it raised)."""
+        early, self.early_open = self.early_open, None
+        if early is None or early.target != target or early.probe != probe:
+            if early is not None:
+                early.discard()
+            return None
+        return early.result()
 
     def attach(self, session: Session) -> None:
         self.detach()

@@ -77,8 +77,10 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
             reset=options.reset and not args.no_reset,
         )
         self._cmd.detach()
-        report = self._cmd.pfeedback if self._cmd.options.verbose else None
-        session = Session.open(args.target, probe, report)
+        session = self._cmd.take_early_session(args.target, probe)
+        if session is None:
+            report = self._cmd.pfeedback if self._cmd.options.verbose else None
+            session = Session.open(args.target, probe, report)
         self._cmd.attach(session)
         info = session.info
         self._cmd.report(

@@ -142,6 +142,9 @@ class Mcu:
             if self._reset_at is None:
                 self._reset_at = self.clock()
                 self._reset_cause = cause
+            elif cause == PORF:
+                # Two resets before the chip saw the first: a power cycle wins.
+                self._reset_cause = PORF
             self._cond.notify_all()
 
     def stop(self, timeout: float = 2.0) -> None:
@@ -155,10 +158,11 @@ class Mcu:
         self.events.append(Event(round(self.now - self.t0, 6), what))
 
     def wait_for_state(self, state: str, timeout: float = 2.0) -> bool:
-        """Block until the chip is in ``state`` (for tests); False on timeout."""
+        """Block until the chip is in ``state`` with no reset pending (for tests); False
+        on timeout."""
         deadline = self.clock() + timeout
         with self._cond:
-            while self.state != state:
+            while self.state != state or self._reset_at is not None:
                 left = deadline - self.clock()
                 if left <= 0:
                     return False
@@ -233,8 +237,10 @@ class Mcu:
         return ChipReset(cause, at)
 
     def _take(self, reset: ChipReset) -> None:
-        if reset.cause != WDRF:
-            self._reset_at = None
+        with self._cond:
+            self.state = "reset"
+            if reset.cause != WDRF:
+                self._reset_at = None
         self.now = reset.at
         raise reset
 

@@ -1,7 +1,7 @@
 """``SimPort``: the simulator seen through pyserial's ``Serial`` interface.
 
 It does what opening a real port on an Arduino does: pyserial asserts DTR and RTS on
-open, and either line going active pulls RESET low through the board's 100 nF capacitor.
+open, and a line going active pulls RESET low through the board's 100 nF capacitor.
 Releasing a line does nothing to the chip.
 """
 
@@ -121,9 +121,11 @@ class SimPort:
         self._set_lines(self._dtr, bool(value))
 
     def _set_lines(self, dtr: bool, rts: bool) -> None:
-        was_active = self._dtr or self._rts
+        # Boards wire RESET to DTR (Uno, most clones) or to RTS (some FTDI cables): an
+        # assert edge on either counts.
+        edge = (dtr and not self._dtr) or (rts and not self._rts)
         self._dtr, self._rts = dtr, rts
-        if self.is_open and (dtr or rts) and not was_active:
+        if self.is_open and edge:
             self.sim.reset()
 
     # ------------------------------------------------------------------ life

@@ -632,9 +632,7 @@ def boot_size(bootloader: str, part: AvrPart) -> int:
     if bootloader == "atmegaboot":
         sizes = facts["boot_size_by_part"]
         if part.key not in sizes:
-            raise ValueError(
-                f"ATmegaBOOT was built for {', '.join(sorted(sizes))}, not {part.key}"
-            )
+            raise ValueError(f"ATmegaBOOT was built for {', '.join(sorted(sizes))}, not {part.key}")
         return int(sizes[part.key])
     return int(facts["boot_size_by_page"][str(part.flash_page)])
 
@@ -728,7 +726,7 @@ class Stk500v1Sim:
         )
 
     @classmethod
-    def from_options(cls, options: dict[str, list[str]], host_baud: int) -> Stk500v1Sim:
+    def from_options(cls, options: dict[str, list[str]], host_baud: int | None) -> Stk500v1Sim:
         """Build from URL or command-line options (each name may repeat). Raises
         ValueError for an unknown option or a bad value."""
         unknown = sorted(set(options) - set(OPTIONS))

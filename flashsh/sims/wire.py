@@ -36,9 +36,9 @@ class WireByte:
     framing_error: bool = False
 
 
-def sample_frame(value: int, tx_baud: int, rx_baud: int, bits_per_byte: int = BITS_8N1) -> tuple[
-    int, bool
-]:
+def sample_frame(
+    value: int, tx_baud: int, rx_baud: int, bits_per_byte: int = BITS_8N1
+) -> tuple[int, bool]:
     """Return (byte, framing_error) a UART at ``rx_baud`` reads from one frame sent at
     ``tx_baud``.
 
