@@ -22,6 +22,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m flashsh.sims",
         description="Serve a simulated bootloader on a pseudo-terminal.",
+        epilog=_option_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("protocol", choices=sorted(SIMS), help="which bootloader protocol")
     parser.add_argument("--chip", help="part name, e.g. atmega328p")
@@ -48,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log events to stderr")
     return parser
+
+
+def _option_help() -> str:
+    lines = []
+    for name in sorted(SIMS):
+        options = getattr(sim_class(name), "OPTIONS", {})
+        lines.append(f"{name} options (--option NAME=VALUE, or in sim://{name}?NAME=VALUE):")
+        lines += [f"  {option:11} {text}" for option, text in options.items()]
+    return "\n".join(lines)
 
 
 def _options(args: argparse.Namespace) -> dict[str, list[str]]:

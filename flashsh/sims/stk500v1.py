@@ -15,7 +15,7 @@ from flashsh import chips
 from flashsh.chips import AvrPart
 from flashsh.errors import FlashshError, TargetError
 from flashsh.sims.faults import Faults
-from flashsh.sims.mcu import EXTRF, PORF, WDRF, Mcu, StartApplication
+from flashsh.sims.mcu import EXTRF, PORF, STARTUP_MS, WDRF, Mcu, StartApplication
 from flashsh.sims.memory import EEPROM_WRITE_MS, PAGE_ERASE_MS, PAGE_WRITE_MS, ChipMemory
 from flashsh.sims.wire import Wire
 
@@ -515,6 +515,8 @@ class AtmegaBoot(_Bootloader):
         length |= self.getch()
         eeprom = self.getch() == ord("E")
         if length > len(self.buff):
+            # The real buffer has 256 bytes and a longer block runs over the variables
+            # behind it; that corruption is not modelled.
             self.buff.extend(bytes(length - len(self.buff)))
         for i in range(length):
             self.buff[i] = self.getch()
@@ -645,6 +647,7 @@ class Stk500v1Sim:
     """
 
     protocol = "stk500v1"
+    OPTIONS = OPTIONS
 
     def __init__(
         self,
@@ -657,7 +660,7 @@ class Stk500v1Sim:
         page_ms: float | None = None,
         eeprom_ms: float = EEPROM_WRITE_MS,
         timeout_ms: float | None = None,
-        startup_ms: float = 65.0,
+        startup_ms: float = STARTUP_MS,
         flashes: int | None = None,
         eeprom: bool | None = None,
         image: str | None = None,
