@@ -9,7 +9,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from flashsh.errors import Interrupted, TargetError, UnsupportedError, VerifyError
+from flashsh.errors import (
+    FlashshError,
+    Interrupted,
+    TargetError,
+    UnsupportedError,
+    VerifyError,
+)
 from flashsh.images import Image, check_fits
 from flashsh.numbers import hexaddr
 from flashsh.progress import Cancel, NoProgress, Progress
@@ -38,6 +44,17 @@ def _check_cancel(cancel: Cancel | None, done: list[int], page_size: int, what: 
         )
 
 
+def _with_written(
+    exc: FlashshError, address: int, written: list[int], page_size: int
+) -> FlashshError:
+    """The same error, saying which page failed and which pages are already on the chip."""
+    message = (
+        f"writing {hexaddr(address)} failed: {exc.message}; "
+        f"written before that: {ranges_text(written, page_size)}"
+    )
+    return type(exc)(message, exc.hint)
+
+
 def plan_pages(image: Image, region: Region) -> list[Page]:
     """The pages an image touches, gaps and page tails filled with 0xFF.
 
@@ -45,6 +62,17 @@ def plan_pages(image: Image, region: Region) -> list[Page]:
     are never skipped for being blank.
     """
     return [(address, data) for address, data, _ in image.pages(region.page_size)]
+
+
+def _read_twice_if_different(
+    bootloader: Bootloader, region: Region, address: int, expected: bytes
+) -> bytes:
+    """Read back; on a mismatch read once more, so that a byte garbled on the line is not
+    reported as a flash that differs."""
+    actual = bootloader.read(region, address, len(expected))
+    if actual != expected:
+        actual = bootloader.read(region, address, len(expected))
+    return actual
 
 
 def _first_difference(expected: bytes, actual: bytes) -> int:
@@ -80,7 +108,10 @@ def program(
         try:
             for address, data in todo:
                 _check_cancel(cancel, written, region.page_size, "writing")
-                bootloader.write_page(region, address, data)
+                try:
+                    bootloader.write_page(region, address, data)
+                except FlashshError as exc:
+                    raise _with_written(exc, address, written, region.page_size) from exc
                 written.append(address)
                 progress.advance(len(data))
         finally:
@@ -137,7 +168,14 @@ def _verify_pages(
     try:
         for address, data in pages:
             _check_cancel(cancel, written, region.page_size, "verifying (writing was complete)")
-            actual = bootloader.read(region, address, len(data))
+            try:
+                actual = _read_twice_if_different(bootloader, region, address, data)
+            except FlashshError as exc:
+                raise type(exc)(
+                    f"reading back {hexaddr(address)} failed: {exc.message}; every page was "
+                    "written, but not all were verified",
+                    exc.hint,
+                ) from exc
             if actual != data:
                 at = _first_difference(data, actual)
                 bad = sum(a != b for a, b in zip(data, actual, strict=False))
@@ -173,7 +211,7 @@ def verify_image(
                 for offset in range(0, len(data), region.page_size):
                     _check_cancel(cancel, [], region.page_size, "verifying (nothing written)")
                     chunk = data[offset : offset + region.page_size]
-                    actual = bootloader.read(region, address + offset, len(chunk))
+                    actual = _read_twice_if_different(bootloader, region, address + offset, chunk)
                     if actual != chunk:
                         at = _first_difference(chunk, actual)
                         raise VerifyError(

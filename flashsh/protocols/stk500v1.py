@@ -56,6 +56,7 @@ SYNC_TIMEOUT = 0.25
 FIRST_SYNC_TIMEOUT = 0.6
 REPLY_TIMEOUT = 1.0
 SYNC_ATTEMPTS = 6
+TRANSFER_ATTEMPTS = 3
 OPEN_SETTLE = 0.1
 
 
@@ -335,6 +336,33 @@ class Stk500v1(Bootloader):
             self._extended_sent = None
 
     def _transfer(
+        self, region: Region, address: int, command: bytes, reply_len: int, timeout: float
+    ) -> bytes:
+        """One block transfer, retried after a line error.
+
+        Every block is self-contained (its own LOAD_ADDRESS) and writing a page twice leaves
+        the same page, so after a lost, garbled or NOSYNC reply flashsh gets back in step
+        and sends the block again rather than give up on a long transfer.
+        """
+        for attempt in range(TRANSFER_ATTEMPTS):
+            try:
+                return self._transfer_once(region, address, command, reply_len, timeout)
+            except ProtocolError:
+                if attempt == TRANSFER_ATTEMPTS - 1:
+                    raise
+                self._resynchronise()
+        raise AssertionError("unreachable")
+
+    def _resynchronise(self) -> None:
+        """Get back in step after a line error: GET_SYNC first; if the bootloader has
+        given up (it starts the application on garbage), reset it and start over."""
+        self._extended_sent = None
+        self.link.drain(quiet=0.05, limit=1.0)
+        if self._sync(2, reset=False):
+            return
+        self.reconnect()
+
+    def _transfer_once(
         self, region: Region, address: int, command: bytes, reply_len: int, timeout: float
     ) -> bytes:
         """Send the address commands and ``command`` in one write, then read every reply.
