@@ -7,7 +7,8 @@ import cmd2
 
 def all_command_sets() -> list[cmd2.CommandSet]:
     from flashsh.commands.connection import ConnectionCommands
+    from flashsh.commands.fuses import FuseCommands
     from flashsh.commands.memory import MemoryCommands
     from flashsh.commands.misc import MiscCommands
 
-    return [ConnectionCommands(), MemoryCommands(), MiscCommands()]
+    return [ConnectionCommands(), MemoryCommands(), MiscCommands(), FuseCommands()]

@@ -30,7 +30,7 @@ def list_ports() -> list[dict[str, str]]:
     return found
 
 
-def target_choices(cmd: cmd2.CommandSet) -> Choices:
+def target_choices(app: FlashShell) -> Choices:
     return Choices.from_values([p["port"] for p in list_ports()] + list(SIM_EXAMPLES))
 
 

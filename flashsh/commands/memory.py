@@ -19,8 +19,9 @@ from flashsh.shell import FlashShell
 PROGRAM_WORDS = ("verify", "diff", "reset")
 
 
-def region_choices(cmdset: cmd2.CommandSet) -> Choices:
-    session = cmdset._cmd.session
+def region_choices(app: FlashShell) -> Choices:
+    # cmd2 hands module-level completers the app itself, not the command set.
+    session = app.session
     if session is None:
         return Choices.from_values(["flash", "eeprom", "0", "1"])
     names = []
@@ -29,7 +30,7 @@ def region_choices(cmdset: cmd2.CommandSet) -> Choices:
     return Choices.from_values(names)
 
 
-def program_word_choices(cmdset: cmd2.CommandSet) -> Choices:
+def program_word_choices(app: FlashShell) -> Choices:
     return Choices.from_values(PROGRAM_WORDS)
 
 

@@ -179,3 +179,13 @@ def test_session_survives_idle_time_and_reset(shell):
     assert sh.sim.mcu.wait_for_state("application")
     sh.ok("dump flash 0 16")  # reconnects through a DTR reset
     assert sh.shell.session.reconnects == 1
+
+
+def test_region_completion_offers_the_connected_targets_regions(shell):
+    from flashsh.commands.memory import region_choices
+
+    mega = shell(f"sim://stk500v1?chip=atmega1280&bootloader=atmegaboot&{FAST}")
+    offered = {item.text for item in region_choices(mega.shell).items}
+    assert offered == {"flash", "0", "eeprom", "1"}
+    uno = shell(UNO)
+    assert {item.text for item in region_choices(uno.shell).items} == {"flash", "0"}
