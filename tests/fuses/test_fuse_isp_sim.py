@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 from shelldriver import Driver
 
+# Until the STK500v2 protocol and simulator land beside this test.
+pytest.importorskip("flashsh.protocols.stk500v2")
+pytest.importorskip("flashsh.sims.stk500v2")
+
 ISP = "sim://stk500v2?mode=isp&throttle=0"
 
 
