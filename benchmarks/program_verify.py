@@ -42,8 +42,20 @@ class PtySim:
     """The STK500v1 simulator on a pseudo-terminal, throttled to the real baud rate."""
 
     def __init__(self, image: Path | None = None) -> None:
-        cmd = [sys.executable, "-m", "flashsh.sims", "stk500v1", "--chip", "atmega328p",
-               "--baud", str(BAUD), "--throttle", "1", "-o", f"page_ms={PAGE_WRITE_S * 1000}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "flashsh.sims",
+            "stk500v1",
+            "--chip",
+            "atmega328p",
+            "--baud",
+            str(BAUD),
+            "--throttle",
+            "1",
+            "-o",
+            f"page_ms={PAGE_WRITE_S * 1000}",
+        ]
         if image is not None:
             cmd += ["--image", str(image)]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
@@ -64,14 +76,39 @@ def timed(cmd: list[str]) -> tuple[float, subprocess.CompletedProcess]:
 
 
 def avrdude(pty: str, hexfile: Path) -> float:
-    cmd = ["avrdude", "-q", "-q", "-p", "m328p", "-c", "arduino", "-P", pty, "-b", str(BAUD),
-           "-D", "-U", f"flash:w:{hexfile}:i"]
+    cmd = [
+        "avrdude",
+        "-q",
+        "-q",
+        "-p",
+        "m328p",
+        "-c",
+        "arduino",
+        "-P",
+        pty,
+        "-b",
+        str(BAUD),
+        "-D",
+        "-U",
+        f"flash:w:{hexfile}:i",
+    ]
     return timed(cmd)[0]
 
 
 def flashsh(pty: str, hexfile: Path, words: str) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "flashsh", "--json", "--protocol", "stk500v1",
-           "--baud", str(BAUD), "-c", f"program {hexfile} {words}", pty]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flashsh",
+        "--json",
+        "--protocol",
+        "stk500v1",
+        "--baud",
+        str(BAUD),
+        "-c",
+        f"program {hexfile} {words}",
+        pty,
+    ]
     elapsed, done = timed(cmd)
     results = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     return elapsed, results[-1]["result"]
@@ -100,10 +137,14 @@ def main() -> None:
         old = Path(tmp) / "old.bin"
         old.write_bytes(data)
 
-        print(f"image: {args.size} bytes = {pages} pages of {PAGE}; link {BAUD} baud 8N1; "
-              f"page write {PAGE_WRITE_S * 1000:.1f} ms")
-        print(f"link limit for write + verify: {limit:.2f} s "
-              f"({pages * (WRITE_PAGE_WIRE + READ_PAGE_WIRE)} bytes on the wire)")
+        print(
+            f"image: {args.size} bytes = {pages} pages of {PAGE}; link {BAUD} baud 8N1; "
+            f"page write {PAGE_WRITE_S * 1000:.1f} ms"
+        )
+        print(
+            f"link limit for write + verify: {limit:.2f} s "
+            f"({pages * (WRITE_PAGE_WIRE + READ_PAGE_WIRE)} bytes on the wire)"
+        )
 
         sim = PtySim()
         try:
@@ -111,16 +152,20 @@ def main() -> None:
         finally:
             sim.close()
         op = result["seconds"]
-        print(f"flashsh program+verify: {total:.2f} s in all, {op:.2f} s transferring "
-              f"({op / limit * 100 - 100:+.1f}% against the limit)")
+        print(
+            f"flashsh program+verify: {total:.2f} s in all, {op:.2f} s transferring "
+            f"({op / limit * 100 - 100:+.1f}% against the limit)"
+        )
         if have_avrdude:
             sim = PtySim()
             try:
                 t_avrdude = avrdude(sim.path, image)
             finally:
                 sim.close()
-            print(f"avrdude program+verify: {t_avrdude:.2f} s in all "
-                  f"(flashsh is {t_avrdude / total:.2f}x as fast)")
+            print(
+                f"avrdude program+verify: {t_avrdude:.2f} s in all "
+                f"(flashsh is {t_avrdude / total:.2f}x as fast)"
+            )
 
         print(f"\nre-flash with {args.changed_pages} changed pages:")
         sim = PtySim(old)
@@ -128,16 +173,20 @@ def main() -> None:
             total_diff, result = flashsh(sim.path, changed_image, "diff verify")
         finally:
             sim.close()
-        print(f"flashsh program diff verify: {total_diff:.2f} s in all, "
-              f"{result['pages_written']} pages written")
+        print(
+            f"flashsh program diff verify: {total_diff:.2f} s in all, "
+            f"{result['pages_written']} pages written"
+        )
         if have_avrdude:
             sim = PtySim(old)
             try:
                 t_avrdude = avrdude(sim.path, changed_image)
             finally:
                 sim.close()
-            print(f"avrdude write+verify: {t_avrdude:.2f} s "
-                  f"(flashsh diff is {t_avrdude / total_diff:.2f}x as fast)")
+            print(
+                f"avrdude write+verify: {t_avrdude:.2f} s "
+                f"(flashsh diff is {t_avrdude / total_diff:.2f}x as fast)"
+            )
         else:
             print("avrdude not found: install it to compare")
 

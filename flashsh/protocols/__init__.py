@@ -14,10 +14,18 @@ from flashsh.errors import FlashshError, NoAnswerError, ProtocolError
 from flashsh.protocols.base import Bootloader
 from flashsh.transports.base import ByteLink
 
-#: Byte-stream protocols in probe order. Safer, more specific probes go first.
+#: Byte-stream protocols in probe order at each baud rate. Safer probes go first: a
+#: STK500v2 sign-on makes optiboot start the application, while the STK500v1 GET_SYNC
+#: only keeps the Mega 2560 bootloader listening.
 SERIAL_PROTOCOLS: dict[str, str] = {
     "stk500v1": "flashsh.protocols.stk500v1:Stk500v1",
+    "stk500v2": "flashsh.protocols.stk500v2:Stk500v2",
 }
+
+#: A probe that needs no reset of its own right after another one at the same baud rate:
+#: the STK500v1 probe resets the board and its GET_SYNC bytes keep a Mega 2560 bootloader
+#: listening (it waits for a message start), so the STK500v2 sign-on finds it awake.
+AWAKE_AFTER: dict[str, str] = {"stk500v2": "stk500v1"}
 
 
 def protocol_class(name: str) -> type[Bootloader]:
@@ -41,6 +49,18 @@ class ProbeOptions:
 Reporter = Callable[[str], None]
 
 
+def probe_plan(names: list[str], baudrate: int | None) -> list[tuple[int, str, type[Bootloader]]]:
+    """(baud, name, class) in the order to try: baud rate by baud rate, and at each one
+    the protocols in registry order. Trying every protocol at the common 115200 first
+    finds a Mega 2560 before the line is flooded at rates it does not speak, and the
+    bootloader an STK500v1 probe kept listening answers the v2 probe at once."""
+    classes = [(name, protocol_class(name)) for name in names]
+    if baudrate:
+        return [(baudrate, name, cls) for name, cls in classes]
+    bauds = list(dict.fromkeys(b for _, cls in classes for b in cls.baudrates))
+    return [(b, name, cls) for b in bauds for name, cls in classes if b in cls.baudrates]
+
+
 def detect(link: ByteLink, options: ProbeOptions, report: Reporter | None = None) -> Bootloader:
     """Run the probe chain on an open link and return the connected bootloader.
 
@@ -49,20 +69,21 @@ def detect(link: ByteLink, options: ProbeOptions, report: Reporter | None = None
     """
     names = list(SERIAL_PROTOCOLS) if options.protocol == "auto" else [options.protocol]
     tried = []
-    for name in names:
-        cls = protocol_class(name)
-        for baud in [options.baudrate] if options.baudrate else list(cls.baudrates):
+    for baud, name, cls in probe_plan(names, options.baudrate):
+        if link.baudrate != baud:
             link.baudrate = baud
-            if report:
-                report(f"trying {name} at {baud} baud")
-            found = cls.probe(link, reset=options.reset, chip=options.chip)
-            if found is not None:
-                return found
-            tried.append(f"{name}@{baud}")
+        if report:
+            report(f"trying {name} at {baud} baud")
+        reset = options.reset and f"{AWAKE_AFTER.get(name)}@{baud}" not in tried
+        found = cls.probe(link, reset=reset, chip=options.chip)
+        if found is not None:
+            return found
+        tried.append(f"{name}@{baud}")
     if link.heard:
+        what = "any bootloader flashsh knows" if len(names) > 1 else names[0]
         raise ProtocolError(
-            f"something on {link.description} answers, but not as any bootloader flashsh "
-            f"knows (tried {', '.join(tried)}; it sent {link.heard.hex(' ')})",
+            f"something on {link.description} answers, but not as {what} "
+            f"(tried {', '.join(tried)}; it sent {link.heard.hex(' ')})",
             "the application may be running instead of the bootloader: press reset just "
             "before connecting; or set --baud to the bootloader's rate",
         )

@@ -13,6 +13,7 @@ import importlib
 #: Protocol name in ``sim://NAME`` -> simulator class.
 SIMS: dict[str, str] = {
     "stk500v1": "flashsh.sims.stk500v1:Stk500v1Sim",
+    "stk500v2": "flashsh.sims.stk500v2:Stk500v2Sim",
 }
 
 

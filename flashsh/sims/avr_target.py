@@ -15,7 +15,7 @@ wrong result. What the model keeps from the datasheets' "Memory Programming" cha
 * Flash is written a page at a time from a page buffer and programming only clears bits,
   so a page written without a chip erase ANDs into the old contents. EEPROM cells are
   erased as they are written.
-* Each write keeps the part busy for its time (avr-parts.md "Write times"); an
+* Each write keeps the part busy for its time (docs/protocols/avr-parts.md "Write times"); an
   instruction other than Poll RDY/BSY arriving meanwhile is not carried out.
 * Lock bits: LB mode 2 (LB1 programmed) stops flash, EEPROM and fuse programming; mode 3
   (LB2 too) also stops flash and EEPROM reads, which return 0xFF in this model (the
@@ -67,7 +67,7 @@ READ_HFUSE = (0x58, 0x08)
 READ_EFUSE = (0x50, 0x08)
 READ_CALIBRATION = 0x38
 
-# Fuse and lock bits the model acts on (avr-parts.md section 3).
+# Fuse and lock bits the model acts on (docs/protocols/avr-parts.md section 3).
 CKDIV8 = 0x80  # low fuse
 SPIEN = 0x20  # high fuse, every part here
 EESAVE = 0x08  # high fuse, every part here
@@ -90,7 +90,7 @@ LOW_FREQUENCY_CRYSTAL = 32768.0
 
 @dataclass(frozen=True)
 class PartFuses:
-    """Factory fuse and lock values and write times of one part (avr-parts.md §5 and
+    """Factory fuse and lock values and write times of one part (docs/protocols/avr-parts.md §5 and
     "Write times"; avrdude.conf ``initval`` and ``min_write_delay``)."""
 
     lfuse: int
@@ -121,8 +121,9 @@ PART_FUSES: dict[str, PartFuses] = {
 def clock_hz(lfuse: int, xtal_hz: float) -> float:
     """CPU clock the low fuse selects on a board with a ``xtal_hz`` crystal (0: none).
 
-    CKSEL codes of the classic parts (avr-parts.md 4.1); the USB parts are treated the
-    same. No board here feeds an external clock, so CKSEL 0000 means no clock.
+    CKSEL codes of the classic parts (docs/protocols/avr-parts.md 4.1); the USB parts
+    are treated the same. No board here feeds an external clock, so CKSEL 0000 means no
+    clock.
     """
     cksel = lfuse & 0x0F
     if cksel == 0b0010:
@@ -185,7 +186,8 @@ class AvrTarget:
         self.lock = ((facts.lock if lock is None else lock) | ~LOCK_MASK) & 0xFF
         self.calibration = calibration
         self.xtal_hz = xtal_hz
-        self.flash_write = (facts.flash_write_ms if flash_write_ms is None else flash_write_ms) / 1000
+        page_ms = facts.flash_write_ms if flash_write_ms is None else flash_write_ms
+        self.flash_write = page_ms / 1000
         self._log = log or (lambda _text: None)
         self.stats = TargetStats()
         self.t = 0.0
@@ -213,6 +215,7 @@ class AvrTarget:
         self.vcc = volts
         if self.running and not was_on:
             self.latch()
+            self.ext_address = 0
         if not self.running:
             self._leave_programming()
 
@@ -274,7 +277,7 @@ class AvrTarget:
         out = self._shift
         if position == 2 and not self.enabled:
             # Out of sync, nothing echoes; the 0x53 echo is the sign of synchronisation.
-            out = 0x53 if self._enable_ok() else 0x00
+            out = 0x53 if self._enable_ok(self._frame) else 0x00
         elif position == 3 and self.enabled:
             value = self._read(bytes(self._frame))
             if value is not None:
@@ -289,15 +292,16 @@ class AvrTarget:
             self._execute(instruction)
         return out
 
-    def _enable_ok(self) -> bool:
-        first = tuple(self._frame[:2])
+    def _enable_ok(self, instruction: bytes | bytearray) -> bool:
+        first = tuple(instruction[:2])
         return first == PROGRAMMING_ENABLE and self.t - self.reset_low_since >= ENABLE_AFTER_RESET
 
     # ------------------------------------------------------------------ instructions
 
     @property
     def lock_mode(self) -> int:
-        """LB protection mode: 1 none, 2 no programming, 3 no programming or reading."""
+        """LB protection mode: 1 none, 2 no programming, 3 no programming or reading.
+        LB2 alone (not a mode in the datasheets) is taken as the strictest."""
         lb = self.lock & (LB1 | LB2)
         return {0b11: 1, 0b10: 2}.get(lb, 3)
 
@@ -342,7 +346,7 @@ class AvrTarget:
     def _execute(self, ins: bytes) -> None:
         op, b2, b3, b4 = ins
         if not self.enabled:
-            if (op, b2) == PROGRAMMING_ENABLE and self._enable_ok():
+            if self._enable_ok(ins):
                 self.enabled = True
                 self._log("target: programming enabled")
             return

@@ -61,7 +61,8 @@ class Stk500v2Faults(Faults):
         getattr(self, kind).add(n)
 
     def __bool__(self) -> bool:
-        return super().__bool__() or bool(self.badsum or self.badseq or self.silent or self.cksumerr)
+        mine = self.badsum or self.badseq or self.silent or self.cksumerr
+        return super().__bool__() or bool(mine)
 
     def reply_override(self, command: int) -> bytes | None:
         # STK500v1 reply bytes mean nothing here; message faults are applied to frames.

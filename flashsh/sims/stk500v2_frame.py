@@ -5,12 +5,14 @@ every byte before it, so the XOR over a whole good message is 0. The first body 
 the command ID, and the answer repeats it. Source: AVR068 "Protocol Layer" and the
 fact sheet docs/protocols/stk500v2.md part A.
 
-The helpers at the bottom build and split messages for tests and host-side tools.
+The functions at the bottom build, split and read messages for tests and host-side tools.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Protocol
 
 # AVR068 "Protocol Layer": framing bytes.
 MESSAGE_START = 0x1B
@@ -127,3 +129,42 @@ def split(data: bytes) -> tuple[list[Message], bytes]:
         whole = data[start:end]
         messages.append(Message(whole[1], whole[5:-1], checksum(whole) == 0))
         i = end
+
+
+class _Port(Protocol):
+    timeout: float | None
+
+    def read(self, size: int = 1) -> bytes: ...
+
+
+def read_message(port: _Port, timeout: float) -> Message | None:
+    """Read one message from a pyserial-like ``port`` within ``timeout`` seconds, skipping
+    anything before its 0x1B and after a bad token; None when none completes in time."""
+    deadline = time.monotonic() + timeout
+
+    def take(size: int) -> bytes | None:
+        got = b""
+        while len(got) < size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            port.timeout = left
+            got += port.read(size - len(got))
+        return got
+
+    while True:
+        start = take(1)
+        if start is None:
+            return None
+        if start[0] != MESSAGE_START:
+            continue
+        head = take(4)
+        if head is None:
+            return None
+        if head[3] != TOKEN:
+            continue
+        rest = take((head[1] << 8 | head[2]) + 1)
+        if rest is None:
+            return None
+        whole = start + head + rest
+        return Message(head[0], rest[:-1], checksum(whole) == 0)

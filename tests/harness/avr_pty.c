@@ -7,7 +7,8 @@
  *           [--park-app] [--no-reset-on-open] [-v]
  *
  * The first line on stdout is the pty slave path.  The log goes to stderr:
- * resets, "application entered" (PC left the boot section), and with -v port
+ * resets, "application entered" (PC left the boot section), "boot section
+ * entered ... from the application" (PC came back without a reset), with -v port
  * closes and overruns, -vv every byte ("rx"/"tx"), -vvv simavr's trace.
  * --park-app halts the core when the application starts (until the next
  * reset), so random test images are never executed.
@@ -19,7 +20,9 @@
  *  - after any external reset the core is held for --reset-delay ms (default
  *    65, the Uno fuse setting 16K CK + 14 CK + 65 ms); the UART is off then;
  *  - the simulation is throttled to wall-clock time, so watchdog and receive
- *    timeouts in the firmware behave as on hardware.
+ *    timeouts in the firmware behave as on hardware;
+ *  - a flash page write only clears bits (old AND new), as on hardware, so a
+ *    page that was not erased first does not read back as written.
  *
  * Serial line model (8N1 on both sides):
  *  - host bytes reach the AVR one frame time apart at the baud rate the
@@ -52,6 +55,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <simavr/avr_flash.h>
 #include <simavr/avr_uart.h>
 #include <simavr/avr_watchdog.h>
 #include <simavr/sim_avr.h>
@@ -215,6 +219,40 @@ static void wdt_write_hook(avr_t *a, avr_io_addr_t addr, uint8_t v, void *param)
 	if (wdp != wdt_prescaler && avr_regbit_get(a, wdt->wde))
 		avr_ioctl(a, AVR_IOCTL_WATCHDOG_RESET, NULL);
 	wdt_prescaler = wdp;
+}
+
+/* simavr 1.6 copies the temporary page buffer over the flash page on a page
+ * write.  Real flash can only clear bits there: a page that was not erased
+ * first ends up as old AND new.  Wrap the self-programming module's SPM
+ * handler to do that (and say so), since some bootloaders erase a different
+ * page than the one they write (the Mega 2560 stk500v2 erase pointer). */
+static avr_flash_t *spm_io;
+static int (*spm_ioctl)(struct avr_io_t *io, uint32_t ctl, void *param);
+static int spm_write_hook(struct avr_io_t *io, uint32_t ctl, void *param)
+{
+	avr_flash_t *p = spm_io;
+	if (ctl != AVR_IOCTL_FLASH_SPM || !avr_regbit_get(avr, p->selfprgen)
+	    || avr_regbit_get(avr, p->pgers) || !avr_regbit_get(avr, p->pgwrt)
+	    || p->spm_pagesize > 1024)
+		return spm_ioctl(io, ctl, param);
+	uint32_t z = avr->data[R_ZL] | (avr->data[R_ZH] << 8);
+	if (avr->rampz)
+		z |= (uint32_t)avr->data[avr->rampz] << 16;
+	z &= ~(uint32_t)(p->spm_pagesize - 1);
+	if (z + p->spm_pagesize > avr->flashend + 1)
+		return spm_ioctl(io, ctl, param);
+	uint8_t old[1024];
+	memcpy(old, avr->flash + z, p->spm_pagesize);
+	int r = spm_ioctl(io, ctl, param);
+	int kept = 0;
+	for (int i = 0; i < p->spm_pagesize; i++) {
+		uint8_t v = avr->flash[z + i] & old[i];
+		kept |= v != avr->flash[z + i];
+		avr->flash[z + i] = v;
+	}
+	if (kept)
+		LOG("page 0x%05x written over unerased data (bits only clear)\n", z);
+	return r;
 }
 
 /* Every reset passes here: ours (external) and the watchdog's. */
@@ -410,6 +448,11 @@ int main(int argc, char **argv)
 			uart = (avr_uart_t *)io;
 		if (!strcmp(io->kind, "watchdog"))
 			wdt = (avr_watchdog_t *)io;
+		if (!strcmp(io->kind, "flash")) {
+			spm_io = (avr_flash_t *)io;
+			spm_ioctl = io->ioctl;
+			io->ioctl = spm_write_hook;
+		}
 	}
 	if (wdt)
 		avr_register_io_write(avr, wdt->wde.reg, wdt_write_hook, NULL);
@@ -496,6 +539,13 @@ int main(int argc, char **argv)
 					parked = 1;
 					break;
 				}
+			} else if (avr->pc >= boot_start && in_app) {
+				/* without a reset: e.g. erased flash (0xFFFF runs
+				 * as a skip instruction) slid up into the boot
+				 * section, or the application jumped there */
+				in_app = 0;
+				LOG("boot section entered at 0x%04x from the application\n",
+				    avr->pc);
 			}
 		}
 

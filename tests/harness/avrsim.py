@@ -6,7 +6,10 @@
 
 Opening sim.pty resets the simulated board (like DTR on an Arduino);
 sim.reset() is an external reset at any time.  sim.log is the harness log
-("external reset", "watchdog reset", "application entered ...").
+("external reset", "watchdog reset", "application entered ...", and with
+park_app=False "boot section entered ... from the application").
+A client that closes the port and opens it again at once may not be seen
+to close (the harness polls every 0.5 ms of AVR time): leave ~0.1 s between.
 """
 
 from __future__ import annotations

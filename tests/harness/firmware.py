@@ -11,6 +11,49 @@ Everything comes from Debian's arduino-core-avr package at test time:
 * ``atmegaboot328``: the package's ATmegaBOOT_168_atmega328.hex as shipped
   (Duemilanove / old Nano bootloader, 57600 baud, 2 KiB boot section).
 
+* ``stk500v2_mega2560``: the package's stk500v2/stk500boot_v2_mega2560.hex as
+  shipped (Arduino Mega 2560 "wiring" bootloader, STK500v2, ATmega2560 at
+  16 MHz, 115200 baud, 8 KiB boot section at 0x3E000).
+* ``atmegaboot1280``: atmega/ATmegaBOOT_168_atmega1280.hex as shipped (Arduino
+  Mega with the ATmega1280, STK500v1, 57600 baud, 4 KiB at 0x1F000).
+
+simavr 1.6 runs both big parts as they are: UART0, RAMPZ for ELPM/SPM above
+64 KiB, EIND and the 3-byte return addresses of the 2560 all work, and avrdude
+programs and verifies images across the 64 KiB and 128 KiB lines.  Its hex
+reader prints "unsupported check type 03" for the start-address record at the
+end of both files; that record carries no data and the warning is harmless.
+
+What these two bootloaders do by themselves (tests/realfw/
+test_avrdude_realfw_mega.py checks each point):
+
+* 2560, before the first byte: it waits about 0.83 s after reset, then jumps
+  to 0x0000 whatever the flash holds.  With an empty application the erased
+  flash (0xFFFF executes as a skip instruction) runs up into the boot section
+  and the bootloader starts over, so a blank board keeps answering; with an
+  application present the host must send within those 0.83 s of the reset.
+  AvrSim's default park_app=True halts the core at that jump (random test
+  images must not run), so there the board acts as one with an application.
+* 2560, after the first byte: each further byte may take about 5 s; then it
+  jumps to the application only if flash word 0 is not 0xFFFF.  A blank
+  board stays in the bootloader for good.
+* 2560, watchdog: the shipped build clears MCUSR and stops the watchdog, and
+  after a watchdog reset (WDRF) calls app_start() through EICALL while EIND
+  is still 1 from its own start-up code: it lands at byte 0x20000, not at
+  0x0000.  Below 128 KiB of application that is erased flash, which leads back
+  into the bootloader (MCUSR now 0), so the application starts again only
+  after the 0.83 s wait; a larger application is entered in its middle.
+* 2560, "!!!" monitor: three '!' among the first 10 bytes start it (later
+  ones, e.g. inside page data, are harmless in this build).  It prints five
+  lines of 25 '!', then reads its banner through a 16-bit pointer from the
+  first 64 KiB instead of 0x3xxxx: on a blank board an endless 0xFF stream.
+  It reads no key while doing so; only a reset gets out.
+* 1280 (ATmegaBOOT): each byte, the first included, may take about 1.3 s;
+  then it jumps to 0x0000 even on a blank board (which again leads back into
+  the bootloader).  It neither reads nor clears MCUSR and leaves the watchdog
+  running: an application that resets through the watchdog ends in a 16 ms
+  reset loop inside the bootloader until an external reset (opening the port
+  = DTR) clears the watchdog.
+
 Build output goes to tests/_build/firmware/ and is never committed.
 """
 
@@ -71,6 +114,8 @@ class _Target:
 _TARGETS = {
     "atmega328p": _Target("atmega328p", "m328p", 0x8000, 128, bytes.fromhex("1e950f")),
     "atmega168": _Target("atmega168", "m168", 0x4000, 128, bytes.fromhex("1e9406")),
+    "atmega1280": _Target("atmega1280", "m1280", 0x20000, 256, bytes.fromhex("1e9703")),
+    "atmega2560": _Target("atmega2560", "m2560", 0x40000, 256, bytes.fromhex("1e9801")),
 }
 
 
@@ -169,8 +214,16 @@ def build_optiboot(mcu: str = "atmega328p", build_dir: Path | None = None) -> Pa
     return hex_path
 
 
+# Hex files used as shipped: name -> (path under BOOTLOADERS_DIR, MCU, baud, boot start).
+_SHIPPED = {
+    "stk500v2_mega2560": ("stk500v2/stk500boot_v2_mega2560.hex", "atmega2560", 115200, 0x3E000),
+    "atmegaboot1280": ("atmega/ATmegaBOOT_168_atmega1280.hex", "atmega1280", 57600, 0x1F000),
+}
+
+
 def get_bootloader(name: str, build_dir: Path | None = None) -> Bootloader:
-    """Locate or build one of: optiboot328, optiboot168, atmegaboot328."""
+    """Locate or build one of: optiboot328, optiboot168, atmegaboot328,
+    stk500v2_mega2560, atmegaboot1280."""
     if name in ("optiboot328", "optiboot168"):
         mcu = "atmega328p" if name == "optiboot328" else "atmega168"
         t = _TARGETS[mcu]
@@ -186,5 +239,15 @@ def get_bootloader(name: str, build_dir: Path | None = None) -> Bootloader:
         return Bootloader(
             name, hex_path, t.mcu, t.avrdude_part, 16_000_000, 57600,
             0x7800, t.flash_size, t.page_size, t.signature,
+        )  # fmt: skip
+    if name in _SHIPPED:
+        rel, mcu, baud, boot_start = _SHIPPED[name]
+        hex_path = BOOTLOADERS_DIR / rel
+        if not hex_path.exists():
+            raise HarnessUnavailable(f"{hex_path} missing (arduino-core-avr)")
+        t = _TARGETS[mcu]
+        return Bootloader(
+            name, hex_path, t.mcu, t.avrdude_part, 16_000_000, baud,
+            boot_start, t.flash_size, t.page_size, t.signature,
         )  # fmt: skip
     raise KeyError(f"unknown bootloader {name!r}")
