@@ -34,7 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
     batch = parser.add_mutually_exclusive_group()
     batch.add_argument("-s", "--script", metavar="FILE.fsh", help="run a script, then exit")
     batch.add_argument("-c", "--command", metavar="CMDS", help='run "cmd; cmd", then exit')
-    parser.add_argument("--protocol", default="auto", help="stk500v1 or auto (default: detect)")
+    parser.add_argument(
+        "--protocol", default="auto", help="stk500v1, stk500v2 or auto (default: detect)"
+    )
+    parser.add_argument(
+        "-D",
+        "--define",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set ${NAME} for scripts and -c (repeatable)",
+    )
     parser.add_argument("--baud", type=int, help="only try this baud rate")
     parser.add_argument("--chip", help="trust this chip instead of the signature")
     parser.add_argument(
@@ -76,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         verbose=args.verbose,
         allow_shell=args.allow_shell,
         interactive=not batch,
+        variables=dict(_definition(text) for text in args.define),
     )
     try:
         lines = script_lines(args.script) if args.script else []
@@ -102,6 +113,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         shell.detach()
+
+
+def _definition(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise SystemExit(f"flashsh: error: -D takes NAME=VALUE, not {text!r}")
+    return name.strip(), value
 
 
 if __name__ == "__main__":

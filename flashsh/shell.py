@@ -9,10 +9,11 @@ that the first failure stops them.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,8 @@ class ShellOptions:
     verbose: bool = False
     allow_shell: bool = False
     interactive: bool = True
+    #: ``-D NAME=VALUE`` definitions, expanded as ``${NAME}`` in scripts and ``-c``.
+    variables: dict[str, str] = field(default_factory=dict)
 
 
 class NotConnected(FlashshError):
@@ -214,7 +217,10 @@ class FlashShell(cmd2.Cmd):
         for source, number, text in lines:
             self.script_dir = Path(source).resolve().parent if source else None
             try:
-                ok = self.run_line(text)
+                ok = self.run_line(expand_variables(text, self.options.variables))
+            except FlashshError as exc:
+                ok, self.last_error = False, str(exc)
+                self.perror(f"error: {exc}")
             except KeyboardInterrupt:
                 ok, self.last_error = False, "stopped by Ctrl-C"
             if not ok:
@@ -224,6 +230,26 @@ class FlashShell(cmd2.Cmd):
             if self.stop_requested:
                 break
         return 0
+
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_variables(line: str, variables: dict[str, str]) -> str:
+    """Replace ``${NAME}`` (or ``${NAME:-default}``) with a ``-D NAME=VALUE`` value, so a
+    shared recipe can take the file names and ports that differ from board to board."""
+
+    def value(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in variables:
+            return variables[name]
+        if default is not None:
+            return default
+        raise FlashshError(
+            f"${{{name}}} is not defined", f"pass -D {name}=VALUE on the command line"
+        )
+
+    return _VARIABLE.sub(value, line)
 
 
 def script_lines(path: str) -> list[tuple[str, int, str]]:

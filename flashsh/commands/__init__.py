@@ -6,9 +6,16 @@ import cmd2
 
 
 def all_command_sets() -> list[cmd2.CommandSet]:
+    from flashsh.commands.burn import BurnCommands
     from flashsh.commands.connection import ConnectionCommands
     from flashsh.commands.fuses import FuseCommands
     from flashsh.commands.memory import MemoryCommands
     from flashsh.commands.misc import MiscCommands
 
-    return [ConnectionCommands(), MemoryCommands(), MiscCommands(), FuseCommands()]
+    return [
+        ConnectionCommands(),
+        MemoryCommands(),
+        MiscCommands(),
+        FuseCommands(),
+        BurnCommands(),
+    ]
