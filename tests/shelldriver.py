@@ -8,6 +8,9 @@ import json
 from flashsh.protocols import ProbeOptions
 from flashsh.shell import FlashShell, ShellOptions
 
+#: sim:// option for tests: no line delays (timeouts still run in real time).
+FAST = "throttle=0"
+
 
 class Driver:
     """A FlashShell writing to a buffer; ``ok``/``error`` read its JSON records."""

@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 from shelldriver import Driver
 
-FAST = "throttle=0"
-
 
 @pytest.fixture
 def shell():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from conftest import FAST
+from shelldriver import FAST
 
 IMAGE = random.Random(11).randbytes(4096)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 import time
 
-from conftest import FAST
+from shelldriver import FAST
 
 from flashsh.images import save_image
 
