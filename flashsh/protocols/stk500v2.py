@@ -247,7 +247,7 @@ class Stk500v2(Bootloader):
             isp = self.isp
             assert isp is not None
             hw = f"0x{self.hw_ver:02x}" if self.hw_ver is not None else "unknown"
-            bootloader = f"none: ISP programmer {self.sign_on} (firmware {self._versions()})"
+            bootloader = f"ISP programmer {self.sign_on} (firmware {self._versions()})"
             details |= {
                 "programmer_hardware": hw,
                 "programmer_firmware": self._versions(),

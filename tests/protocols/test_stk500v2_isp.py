@@ -43,7 +43,7 @@ def sim_of(session: Session):
 def test_programmer_and_target_are_both_reported(isp):
     session = isp(protocol="auto")
     info = session.info
-    assert info.chip == "ATmega328P" and info.bootloader.startswith("none: ISP programmer")
+    assert info.chip == "ATmega328P" and info.bootloader.startswith("ISP programmer")
     details = info.details
     assert details["sign_on"] == "STK500_2"
     assert details["programmer_firmware"] == "2.10" and details["vtarget"] == "5.0 V"
@@ -158,7 +158,7 @@ def test_leaving_programming_mode_and_coming_back(isp):
 def test_serial_avrisp_is_a_programmer_with_half_the_sck(isp):
     session = isp("&programmer=avrisp")
     assert session.info.details["sign_on"] == "AVRISP_2"
-    assert session.info.bootloader.startswith("none: ISP programmer AVRISP_2")
+    assert session.info.bootloader.startswith("ISP programmer AVRISP_2")
     assert session.info.details["isp_clock"].startswith("57.6 kHz")
 
 
