@@ -17,6 +17,8 @@ SIM_EXAMPLES = (
     "sim://stk500v1?chip=atmega328p",
     "sim://stk500v1?chip=atmega1284p&baud=57600",
     "sim://stk500v1?chip=atmega1280&bootloader=atmegaboot&baud=57600",
+    "sim://stk500v2?chip=atmega2560",
+    "sim://stk500v2?mode=isp&chip=atmega328p",
 )
 
 
