@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from functools import reduce
+from operator import xor
 
 from flashsh.errors import NoAnswerError, ProtocolError
 from flashsh.transports.base import ByteLink
@@ -122,7 +123,7 @@ class CommandFailed(ProtocolError):
 
 def checksum(data: bytes) -> int:
     """XOR of all bytes; a whole message including its checksum XORs to 0."""
-    return reduce(lambda a, b: a ^ b, data, 0)
+    return reduce(xor, data, 0)
 
 
 def frame(sequence: int, body: bytes) -> bytes:
