@@ -35,7 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("-s", "--script", metavar="FILE.fsh", help="run a script, then exit")
     batch.add_argument("-c", "--command", metavar="CMDS", help='run "cmd; cmd", then exit')
     parser.add_argument(
-        "--protocol", default="auto", help="stk500v1, stk500v2 or auto (default: detect)"
+        "--protocol", default="auto", help="stk500v1, stk500v2, stm32 or auto (default: detect)"
+    )
+    parser.add_argument(
+        "--entry",
+        metavar="SEQ",
+        help="STM32: drive BOOT0/RESET from RTS/DTR, e.g. boot0=rts,reset=dtr (see docs/stm32.md)",
     )
     parser.add_argument(
         "-D",
@@ -70,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     from flashsh.session import EarlyOpen
 
     probe = ProbeOptions(
-        protocol=args.protocol, baudrate=args.baud, reset=not args.no_reset, chip=args.chip
+        protocol=args.protocol,
+        baudrate=args.baud,
+        reset=not args.no_reset,
+        chip=args.chip,
+        entry=args.entry,
     )
     # Start resetting the board and finding its bootloader while the shell loads.
     early = EarlyOpen(args.target, probe, args.verbose) if args.target else None

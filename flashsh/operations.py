@@ -100,10 +100,13 @@ def program(
     pages = plan_pages(image, region)
     started = time.monotonic()
     written: list[int] = []
+    erased: list[tuple[int, int]] = []
     with session.use() as bootloader:
         todo = pages
         if diff:
             todo = _pages_that_differ(bootloader, region, pages, progress, cancel)
+        if _needs_erase(bootloader, memory.flash, region):
+            todo, erased = _erase_for_write(bootloader, region, pages, todo, progress, cancel)
         progress.start("writing", len(todo) * region.page_size)
         try:
             for address, data in todo:
@@ -127,9 +130,73 @@ def program(
         "pages_total": len(pages),
         "pages_written": len(written),
         "pages_unchanged": len(pages) - len(todo),
+        "erased": spans_text(erased),
         "verified": verify,
         "seconds": round(time.monotonic() - started, 3),
     }
+
+
+def spans_text(spans: Iterable[tuple[int, int]]) -> str:
+    """``0x08000000-0x08000bff`` for [start, end) spans, touching ones merged."""
+    merged: list[list[int]] = []
+    for low, high in sorted(spans):
+        if merged and merged[-1][1] == low:
+            merged[-1][1] = high
+        else:
+            merged.append([low, high])
+    return ", ".join(f"{hexaddr(a)}-{hexaddr(b - 1)}" for a, b in merged) or "nothing"
+
+
+def _needs_erase(bootloader: Bootloader, flash: Region, region: Region) -> bool:
+    return Capability.ERASE_BEFORE_WRITE in bootloader.capabilities and region == flash
+
+
+def _erase_for_write(
+    bootloader: Bootloader,
+    region: Region,
+    pages: list[Page],
+    todo: list[Page],
+    progress: Progress,
+    cancel: Cancel | None,
+) -> tuple[list[Page], list[tuple[int, int]]]:
+    """Erase the pages or sectors that ``todo`` touches, and nothing else; return the
+    image pages to write (every one inside an erased unit, since the erase blanked the
+    unchanged ones too) and the units erased. Whatever else those units held is lost, as
+    with any tool that erases before writing."""
+    units = sorted(
+        {
+            u
+            for address, data in todo
+            for u in bootloader.erase_units(region, address, address + len(data))
+        }
+    )
+    rewrite = [(a, d) for a, d in pages if any(lo < a + len(d) and a < hi for lo, hi in units)]
+    spans: list[list[int]] = []
+    for low, high in units:
+        if spans and spans[-1][1] == low:
+            spans[-1][1] = high
+        else:
+            spans.append([low, high])
+    done: list[tuple[int, int]] = []
+    progress.start("erasing", sum(high - low for low, high in units))
+    try:
+        for low, high in spans:
+            if cancel is not None and cancel.requested:
+                raise Interrupted(
+                    f"stopped by Ctrl-C while erasing; erased so far: {spans_text(done)}, "
+                    "nothing written",
+                    "run the same command again",
+                )
+            try:
+                bootloader.erase_range(region, low, high)
+            except FlashshError as exc:
+                erased = f"; erased before that: {spans_text(done)}" if done else ""
+                raise type(exc)(f"{exc.message}{erased}", exc.hint) from exc
+            done.append((low, high))
+            progress.advance(high - low)
+    finally:
+        progress.finish()
+    return rewrite, units
 
 
 def _pages_that_differ(
@@ -270,6 +337,32 @@ def read_memory(
     return bytes(out)
 
 
+def erase_bounds(session: Session, start: int, length: int) -> tuple[int, int]:
+    """[first, end) that erasing ``length`` bytes at ``start`` really erases: rounded out
+    to the bootloader's pages or sectors. Raises TargetError outside flash or over the
+    bootloader."""
+    memory = session.memory_map
+    flash = memory.flash
+    if length <= 0:
+        raise TargetError("erase needs a length above 0")
+    end = start + length
+    if not flash.contains(start, length):
+        raise TargetError(
+            f"{hexaddr(start)}-{hexaddr(end - 1)} is outside flash "
+            f"({hexaddr(flash.start)}-{hexaddr(flash.end - 1)})"
+        )
+    units = session.bootloader.erase_units(flash, start, end)
+    first, end = units[0][0], units[-1][1]
+    if memory.bootloader and end > memory.bootloader[0] and first < memory.bootloader[1]:
+        lo, hi = memory.bootloader
+        raise TargetError(
+            f"{hexaddr(first)}-{hexaddr(end - 1)} overlaps the bootloader "
+            f"({hexaddr(lo)}-{hexaddr(hi - 1)})",
+            f"erase below {hexaddr(lo)}; the bootloader is never erased",
+        )
+    return first, end
+
+
 def erase(
     session: Session,
     start: int | None = None,
@@ -279,37 +372,31 @@ def erase(
     cancel: Cancel | None = None,
 ) -> dict[str, object]:
     """Erase flash: the whole application area, or ``[start, start+length)`` rounded out to
-    pages. Never touches the bootloader. Where the bootloader has no erase command, writes
-    0xFF pages instead, which is what an erase leaves behind."""
+    pages (``erase_bounds``). Never touches the bootloader. Uses the bootloader's chip or
+    page erase where it has one; otherwise writes 0xFF pages, which is what an erase
+    leaves behind."""
     progress = progress or NoProgress()
     memory = session.memory_map
     flash = memory.flash
-    app_end = memory.writable_end()
+    whole = start is None
     if start is None:
-        first, end = memory.app_start, app_end
+        first, end = memory.app_start, memory.writable_end()
     else:
-        first = start - (start % flash.erase_size)
-        end = start + (length or 0)
-        end += -end % flash.erase_size
-        if not flash.contains(first, end - first):
-            raise TargetError(
-                f"{hexaddr(first)}-{hexaddr(end - 1)} is outside flash "
-                f"({hexaddr(flash.start)}-{hexaddr(flash.end - 1)})"
-            )
-        if memory.bootloader and end > memory.bootloader[0] and first < memory.bootloader[1]:
-            lo, hi = memory.bootloader
-            raise TargetError(
-                f"{hexaddr(first)}-{hexaddr(end - 1)} overlaps the bootloader "
-                f"({hexaddr(lo)}-{hexaddr(hi - 1)})",
-                f"erase below {hexaddr(lo)}; the bootloader is never erased",
-            )
+        first, end = erase_bounds(session, start, length or 0)
     started = time.monotonic()
     done: list[int] = []
     with session.use() as bootloader:
-        whole = start is None
         if whole and Capability.CHIP_ERASE in bootloader.capabilities:
             bootloader.erase_chip()
             method = "chip erase"
+        elif Capability.PAGE_ERASE in bootloader.capabilities:
+            progress.start("erasing", end - first)
+            try:
+                bootloader.erase_range(flash, first, end)
+                progress.advance(end - first)
+            finally:
+                progress.finish()
+            method = "page erase" if flash.erase_size <= 4096 else "sector erase"
         else:
             blank = bytes([0xFF]) * flash.page_size
             progress.start("erasing", end - first)
@@ -349,8 +436,18 @@ def write_bytes(session: Session, region: Region, address: int, data: bytes) -> 
     with session.use() as bootloader:
         if Capability.READ not in bootloader.capabilities:
             raise UnsupportedError(f"{bootloader.name} cannot read, so cannot patch bytes")
+        erase_first = _needs_erase(bootloader, memory.flash, region)
+        if erase_first:
+            # Flash that cannot be rewritten in place: keep the whole pages or sectors
+            # around the bytes, erase them, write them back patched.
+            units = bootloader.erase_units(region, address, address + len(data))
+            first, end = units[0][0], units[-1][1]
         current = bytearray(bootloader.read(region, first, end - first))
         current[address - first : address - first + len(data)] = data
+        if erase_first:
+            bootloader.erase_range(region, first, end)
         for page in range(first, end, size):
-            bootloader.write_page(region, page, bytes(current[page - first : page - first + size]))
+            chunk = bytes(current[page - first : page - first + size])
+            if not (erase_first and chunk == b"\xff" * len(chunk)):
+                bootloader.write_page(region, page, chunk)
     return {"region": region.name, "address": address, "bytes": len(data)}

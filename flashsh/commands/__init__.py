@@ -11,6 +11,7 @@ def all_command_sets() -> list[cmd2.CommandSet]:
     from flashsh.commands.fuses import FuseCommands
     from flashsh.commands.memory import MemoryCommands
     from flashsh.commands.misc import MiscCommands
+    from flashsh.commands.target import TargetCommands
 
     return [
         ConnectionCommands(),
@@ -18,4 +19,5 @@ def all_command_sets() -> list[cmd2.CommandSet]:
         MiscCommands(),
         FuseCommands(),
         BurnCommands(),
+        TargetCommands(),
     ]

@@ -19,6 +19,7 @@ SIM_EXAMPLES = (
     "sim://stk500v1?chip=atmega1280&bootloader=atmegaboot&baud=57600",
     "sim://stk500v2?chip=atmega2560",
     "sim://stk500v2?mode=isp&chip=atmega328p",
+    "sim://stm32?chip=stm32f103c8",
 )
 
 
@@ -66,6 +67,9 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
     )
     connect_parser.add_argument("--chip", help="trust this chip instead of the signature")
     connect_parser.add_argument("--no-reset", action="store_true", help="do not pulse DTR/RTS")
+    connect_parser.add_argument(
+        "--entry", metavar="SEQ", help="STM32: BOOT0/RESET wiring, e.g. boot0=rts,reset=dtr"
+    )
 
     @cmd2.with_argparser(connect_parser)
     def do_connect(self, args: argparse.Namespace) -> None:
@@ -77,6 +81,7 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
             protocol=args.protocol or options.protocol,
             chip=args.chip or options.chip,
             reset=options.reset and not args.no_reset,
+            entry=args.entry or options.entry,
         )
         self._cmd.detach()
         session = self._cmd.take_early_session(args.target, probe)

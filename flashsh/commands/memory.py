@@ -9,7 +9,7 @@ import cmd2
 from cmd2 import Choices
 
 from flashsh import operations
-from flashsh.errors import FlashshError, TargetError
+from flashsh.errors import FlashshError
 from flashsh.images import READERS, Image, load_image, save_image
 from flashsh.numbers import hexaddr, human_size, looks_like_int, parse_int
 from flashsh.progress import ctrl_c_stops_between_pages
@@ -109,6 +109,8 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
             f"wrote {result['pages_written']} of {result['pages_total']} pages "
             f"({human_size(image.size)} at {hexaddr(image.start)}) in {result['seconds']:.2f} s"
         )
+        if result["erased"] != "nothing":
+            text += f", after erasing {result['erased']}"
         if "diff" in flags:
             text += f", {result['pages_unchanged']} pages already matched"
         if "verify" in flags:
@@ -223,13 +225,12 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
     def do_erase(self, args: argparse.Namespace) -> None:
         """Erase LENGTH bytes at ADDRESS (whole pages; never the bootloader)."""
         session = self._cmd.require_session()
-        if args.length <= 0:
-            raise TargetError("erase needs a length above 0")
-        end = args.address + args.length - 1
-        if not self._cmd.confirm(f"erase {hexaddr(args.address)}-{hexaddr(end)} (whole pages)?"):
+        # Rounded out to whole pages or sectors first, so the question shows what goes.
+        first, end = operations.erase_bounds(session, args.address, args.length)
+        if not self._cmd.confirm(f"erase {hexaddr(first)}-{hexaddr(end - 1)} (whole pages)?"):
             self._cmd.fail("not erased: the answer was not yes")
             return
-        if Capability.CHIP_ERASE not in session.capabilities:
+        if not session.capabilities & (Capability.CHIP_ERASE | Capability.PAGE_ERASE):
             self._cmd.note(_no_chip_erase_note(session.info.bootloader))
         with ctrl_c_stops_between_pages() as cancel:
             result = operations.erase(

@@ -16,10 +16,15 @@ from flashsh.transports.base import ByteLink
 
 #: Byte-stream protocols in probe order at each baud rate. Safer probes go first: a
 #: STK500v2 sign-on makes optiboot start the application, while the STK500v1 GET_SYNC
-#: only keeps the Mega 2560 bootloader listening.
+#: only keeps the Mega 2560 bootloader listening. The STM32 ROM comes last: the AVR
+#: bootloaders listen for about a second after reset and a 0x7F ends optiboot's wait
+#: (it starts the application when the byte after an unknown command is not 0x20),
+#: while the ROM waits for its 0x7F for ever. The price, and how --protocol stm32 and
+#: --entry avoid it, is in docs/stm32.md ("Auto-detection").
 SERIAL_PROTOCOLS: dict[str, str] = {
     "stk500v1": "flashsh.protocols.stk500v1:Stk500v1",
     "stk500v2": "flashsh.protocols.stk500v2:Stk500v2",
+    "stm32": "flashsh.protocols.stm32_uart:Stm32Uart",
 }
 
 #: A probe that needs no reset of its own right after another one at the same baud rate:
@@ -44,6 +49,8 @@ class ProbeOptions:
     baudrate: int | None = None
     reset: bool = True
     chip: str | None = None
+    #: RTS/DTR sequence that puts the chip into its bootloader (STM32: --entry).
+    entry: str | None = None
 
 
 Reporter = Callable[[str], None]
@@ -68,14 +75,20 @@ def detect(link: ByteLink, options: ProbeOptions, report: Reporter | None = None
     ``options.baudrate``). Raises NoAnswerError naming what was tried and the likely causes.
     """
     names = list(SERIAL_PROTOCOLS) if options.protocol == "auto" else [options.protocol]
+    plan = probe_plan(names, options.baudrate)
+    _check_options(options, {cls for _, _, cls in plan})
     tried = []
-    for baud, name, cls in probe_plan(names, options.baudrate):
+    for baud, name, cls in plan:
         if link.baudrate != baud:
             link.baudrate = baud
+        # The STM32 ROM needs even parity; the AVR bootloaders none.
+        link.set_format(cls.serial_format)
         if report:
-            report(f"trying {name} at {baud} baud")
+            shown = "" if cls.serial_format == "8N1" else f" ({cls.serial_format})"
+            report(f"trying {name} at {baud} baud{shown}")
         reset = options.reset and f"{AWAKE_AFTER.get(name)}@{baud}" not in tried
-        found = cls.probe(link, reset=reset, chip=options.chip)
+        extra = {key: getattr(options, key) for key in cls.probe_options}
+        found = cls.probe(link, reset=reset, chip=options.chip, **extra)
         if found is not None:
             return found
         tried.append(f"{name}@{baud}")
@@ -87,8 +100,22 @@ def detect(link: ByteLink, options: ProbeOptions, report: Reporter | None = None
             "the application may be running instead of the bootloader: press reset just "
             "before connecting; or set --baud to the bootloader's rate",
         )
+    hint = None
+    if len(names) == 1:
+        hint = protocol_class(names[0]).no_answer_hint(link)
     raise NoAnswerError(
         f"no bootloader answered on {link.description} (tried {', '.join(tried)})",
-        "press reset just before connecting, check the port and the baud rate "
-        "(--baud 57600 for older boards), or close programs that hold the port",
+        hint
+        or "press reset just before connecting, check the port and the baud rate "
+        "(--baud 57600 for older boards), or close programs that hold the port; "
+        "an STM32 needs BOOT0 high and a reset, then --protocol stm32",
     )
+
+
+def _check_options(options: ProbeOptions, classes: set[type[Bootloader]]) -> None:
+    """Refuse an option no protocol being tried uses, instead of ignoring it."""
+    if options.entry and not any("entry" in cls.probe_options for cls in classes):
+        raise FlashshError(
+            f"--entry is for the STM32 ROM bootloader, not {options.protocol}",
+            "leave out --entry, or use --protocol stm32",
+        )

@@ -27,6 +27,9 @@ class Capability(Flag):
     FUSES = auto()  # fuse and lock bytes can be read and written
     SIGNATURE_FROM_SILICON = auto()  # the signature is read from the chip, not compiled in
     KEEP_ALIVE = auto()  # needs traffic while idle or it leaves the bootloader
+    PAGE_ERASE = auto()  # erase_range() erases pages or sectors on request
+    ERASE_BEFORE_WRITE = auto()  # flash must be erased before it is written (no auto-erase)
+    PROTECTION = auto()  # set_protection() / read_options(): write and read-out protection
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,10 @@ class Bootloader(ABC):
     name: ClassVar[str]
     #: Baud rates auto-detection tries, most common first.
     baudrates: ClassVar[tuple[int, ...]] = ()
+    #: Character format the probe needs; detection sets it before each probe.
+    serial_format: ClassVar[str] = "8N1"
+    #: ProbeOptions fields besides ``reset`` and ``chip`` that ``probe`` takes as keywords.
+    probe_options: ClassVar[tuple[str, ...]] = ()
     capabilities: Capability = Capability(0)
 
     def __init__(self, link: ByteLink) -> None:
@@ -119,6 +126,12 @@ class Bootloader(ABC):
     def probe(cls, link: ByteLink, *, reset: bool, chip: str | None = None) -> Bootloader | None:
         """Try, without changing anything on the target, whether this protocol answers
         at the link's current settings. Returns a connected instance or None."""
+
+    @classmethod
+    def no_answer_hint(cls, link: ByteLink) -> str | None:
+        """The likely causes to name when only this protocol was tried and nothing
+        answered; None for the generic hint."""
+        return None
 
     @abstractmethod
     def identify(self) -> TargetInfo: ...
@@ -137,6 +150,35 @@ class Bootloader(ABC):
 
     def erase_chip(self) -> None:
         raise UnsupportedError(f"{self.name} has no chip erase")
+
+    def erase_units(self, region: Region, start: int, end: int) -> list[tuple[int, int]]:
+        """The erase units [lo, hi) (pages, sectors) that cover the bytes [start, end).
+        Uniform ``region.erase_size`` units unless the protocol knows better."""
+        size = region.erase_size
+        first = start - (start - region.start) % size
+        return [(lo, lo + size) for lo in range(first, end, size)]
+
+    def erase_range(self, region: Region, start: int, end: int) -> None:
+        """Erase the units exactly covering [start, end), which ``erase_units`` gave.
+        Only with Capability.PAGE_ERASE."""
+        raise UnsupportedError(f"{self.name} cannot erase part of {region.name} by itself")
+
+    def go(self, address: int) -> None:
+        """Leave the bootloader by jumping to ``address`` (a vector table)."""
+        raise UnsupportedError(f"{self.name} cannot jump to an address", "use `reset`")
+
+    def read_options(self) -> dict[str, object]:
+        """The chip's option bytes decoded: ``readout_protection`` level, user bits,
+        write-protected ranges. Only with Capability.PROTECTION."""
+        raise UnsupportedError(f"{self.name} has no option bytes to read")
+
+    def set_protection(
+        self, kind: str, enabled: bool, span: tuple[int, int] | None = None
+    ) -> dict[str, object]:
+        """Turn ``kind`` ("write" or "readout") protection on or off; ``span`` limits
+        write protection to [start, end). Removing read-out protection erases the flash.
+        Returns what was done. Only with Capability.PROTECTION."""
+        raise UnsupportedError(f"{self.name} cannot change {kind} protection")
 
     def read_fuses(self) -> dict[str, int]:
         """Return the chip's fuse bytes by name (``lfuse``, ``hfuse``, ``efuse``)."""

@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             print(f"sim: {text}", file=sys.stderr, flush=True)
 
-    server = PtyServer(sim, reset_on_open=not args.no_reset_on_open, log=log)
+    # Boards without an auto-reset circuit (an STM32 with a BOOT0 jumper) say so.
+    reset_on_open = not args.no_reset_on_open and getattr(sim, "resets_on_open", True)
+    server = PtyServer(sim, reset_on_open=reset_on_open, log=log)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: server.stop())
     log(sim.describe())

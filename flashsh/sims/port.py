@@ -3,6 +3,10 @@
 It does what opening a real port on an Arduino does: pyserial asserts DTR and RTS on
 open, and a line going active pulls RESET low through the board's 100 nF capacitor.
 Releasing a line does nothing to the chip.
+
+``bytesize``, ``parity`` and ``stopbits`` start at pyserial's 8N1 and may be set as on a
+pyserial port; a simulator that models the character format (``set_host_format``) then
+judges the host's bytes by it, so a host at the wrong parity gets parity errors.
 """
 
 from __future__ import annotations
@@ -39,10 +43,12 @@ class SimPort:
         self.timeout: float | None = None
         self.write_timeout: float | None = None
         self._baudrate = int(baudrate)
+        self._format: dict[str, Any] = {"bytesize": 8, "parity": "N", "stopbits": 1}
         self._dtr = False
         self._rts = False
         self.is_open = True
         sim.set_host_baud(self._baudrate)
+        self._send_format()
         sim.start()
         # Open asserts both lines, as pyserial does on a real port.
         self.dtr = True
@@ -103,6 +109,46 @@ class SimPort:
             raise ValueError(f"not a valid baud rate: {value}")
         self._baudrate = value
         self.sim.set_host_baud(value)
+
+    @property
+    def bytesize(self) -> int:
+        return self._format["bytesize"]
+
+    @bytesize.setter
+    def bytesize(self, value: int) -> None:
+        if value not in (5, 6, 7, 8):
+            raise ValueError(f"not a valid byte size: {value!r}")
+        self._set_format("bytesize", value)
+
+    @property
+    def parity(self) -> str:
+        return self._format["parity"]
+
+    @parity.setter
+    def parity(self, value: str) -> None:
+        if value not in ("N", "E", "O", "M", "S"):
+            raise ValueError(f"not a valid parity: {value!r}")
+        self._set_format("parity", value)
+
+    @property
+    def stopbits(self) -> float:
+        return self._format["stopbits"]
+
+    @stopbits.setter
+    def stopbits(self, value: float) -> None:
+        if value not in (1, 1.5, 2):
+            raise ValueError(f"not a valid stop bit length: {value!r}")
+        self._set_format("stopbits", value)
+
+    def _set_format(self, name: str, value: object) -> None:
+        self._format[name] = value
+        self._send_format()
+
+    def _send_format(self) -> None:
+        # Simulators that predate character formats take any host's bytes as sent.
+        set_format = getattr(self.sim, "set_host_format", None)
+        if set_format is not None:
+            set_format(self.bytesize, self.parity, self.stopbits)
 
     @property
     def dtr(self) -> bool:

@@ -24,6 +24,30 @@ BITS_8N1 = 10
 
 
 @dataclass(frozen=True)
+class Framing:
+    """A UART character format, named as in pyserial: parity "N", "E", "O", "M" or "S"."""
+
+    bytesize: int = 8
+    parity: str = "N"
+    stopbits: float = 1
+
+    @property
+    def bits(self) -> float:
+        """Bit times one character occupies: start, data, parity, stop."""
+        return 1 + self.bytesize + (self.parity != "N") + self.stopbits
+
+    def parity_bit(self, value: int) -> int | None:
+        """The parity bit sent with ``value``, or None without parity."""
+        ones = bin(value & ((1 << self.bytesize) - 1)).count("1")
+        bits = {"E": ones & 1, "O": (ones & 1) ^ 1, "M": 1, "S": 0}
+        return bits.get(self.parity)
+
+
+FRAMING_8N1 = Framing()
+FRAMING_8E1 = Framing(parity="E")
+
+
+@dataclass(frozen=True)
 class WireByte:
     """One character as the receiving UART sees it."""
 
@@ -34,13 +58,15 @@ class WireByte:
     due: float
     #: The receiver sampled the stop bit low (sender at another baud rate).
     framing_error: bool = False
+    #: The receiver checks parity and the parity bit was wrong (PE).
+    parity_error: bool = False
 
 
 def sample_frame(
     value: int, tx_baud: int, rx_baud: int, bits_per_byte: int = BITS_8N1
 ) -> tuple[int, bool]:
     """Return (byte, framing_error) a UART at ``rx_baud`` reads from one frame sent at
-    ``tx_baud``.
+    ``tx_baud``, both ends without parity and ``bits_per_byte`` long.
 
     The receiver syncs on the start edge and samples the middle of each of its own bit
     periods; past the sender's frame the line idles high. Within the usual few per cent of
@@ -48,8 +74,22 @@ def sample_frame(
     """
     if tx_baud == rx_baud:
         return value, False
-    # Line level at sender bit k: 0 = start, 1..8 = data LSB first, then stop/idle (1).
-    levels = [0] + [(value >> i) & 1 for i in range(8)] + [1] * (bits_per_byte - 9)
+    framing = Framing(stopbits=bits_per_byte - 9)
+    got, framing_error, _ = receive_frame(value, tx_baud, rx_baud, framing, framing)
+    return got, framing_error
+
+
+def receive_frame(
+    value: int, tx_baud: int, rx_baud: int, tx: Framing, rx: Framing
+) -> tuple[int, bool, bool]:
+    """Return (byte, framing_error, parity_error) a UART at ``rx_baud`` expecting ``rx``
+    reads from ``value`` sent at ``tx_baud`` as ``tx``."""
+    if tx_baud == rx_baud and tx == rx:
+        return value, False, False
+    # Line level at sender bit k: 0 = start, data LSB first, parity, then stop/idle (1).
+    parity = tx.parity_bit(value)
+    levels = [0] + [(value >> i) & 1 for i in range(tx.bytesize)]
+    levels += ([] if parity is None else [parity]) + [1]
     ratio = tx_baud / rx_baud  # receiver bit period in sender bit periods
 
     def level_at(rx_bit: float) -> int:
@@ -57,10 +97,16 @@ def sample_frame(
         return levels[k] if k < len(levels) else 1
 
     out = 0
-    for i in range(8):
+    for i in range(rx.bytesize):
         out |= level_at(1.5 + i) << i
-    stop_ok = level_at(bits_per_byte - 0.5) == 1
-    return out, not stop_ok
+    position = 1.5 + rx.bytesize
+    parity_error = False
+    expected = rx.parity_bit(out)
+    if expected is not None:
+        parity_error = level_at(position) != expected
+        position += 1
+    framing_error = level_at(position) != 1
+    return out, framing_error, parity_error
 
 
 class Wire:
@@ -78,12 +124,17 @@ class Wire:
         bits_per_byte: int = BITS_8N1,
         throttle: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
+        tx_framing: Framing | None = None,
+        rx_framing: Framing | None = None,
     ) -> None:
         if throttle < 0:
             raise ValueError("throttle must be >= 0")
         self.tx_baud = tx_baud
         self.rx_baud = rx_baud
-        self.bits_per_byte = bits_per_byte
+        self.bits_per_byte = bits_per_byte if tx_framing is None else tx_framing.bits
+        #: Character formats of the two ends; None = the plain frame of ``bits_per_byte``.
+        self.tx_framing = tx_framing
+        self.rx_framing = rx_framing
         self.throttle = throttle
         self.clock = clock
         #: Guards everything below; receivers wait on it, and other threads may use it
@@ -112,12 +163,25 @@ class Wire:
             first = start = max(now, self._line_free)
             step = self.byte_time
             for value in data:
-                got, framing = sample_frame(value, self.tx_baud, self.rx_baud, self.bits_per_byte)
-                self._queue.append(WireByte(got, start, start + step, framing))
+                got, framing, parity = self._sample(value)
+                self._queue.append(WireByte(got, start, start + step, framing, parity))
                 start += step
             self._line_free = start
             self.cond.notify_all()
             return first
+
+    def _sample(self, value: int) -> tuple[int, bool, bool]:
+        if self.tx_framing is None and self.rx_framing is None:
+            return (*sample_frame(value, self.tx_baud, self.rx_baud, self.bits_per_byte), False)
+        plain = Framing(stopbits=self.bits_per_byte - 9)
+        tx, rx = self.tx_framing or plain, self.rx_framing or plain
+        return receive_frame(value, self.tx_baud, self.rx_baud, tx, rx)
+
+    def set_tx_framing(self, framing: Framing) -> None:
+        """The sender changed its character format: later bytes take its frame length."""
+        with self.cond:
+            self.tx_framing = framing
+            self.bits_per_byte = framing.bits
 
     @property
     def line_free(self) -> float:

@@ -6,6 +6,15 @@ import time
 from abc import ABC, abstractmethod
 
 
+def parse_format(fmt: str) -> tuple[int, str, int, str]:
+    """``"8e1"`` -> (8, "E", 1, "8E1"): data bits, parity letter, stop bits, canonical text.
+    Raises ValueError for anything else."""
+    text = fmt.strip().upper()
+    if len(text) != 3 or text[0] not in "5678" or text[1] not in "NEO" or text[2] not in "12":
+        raise ValueError(f"not a serial format: {fmt!r} (expected e.g. 8N1 or 8E1)")
+    return int(text[0]), text[1], int(text[2]), text
+
+
 class ByteLink(ABC):
     """A full-duplex byte stream with a reset line.
 
@@ -18,6 +27,8 @@ class ByteLink(ABC):
     #: The first bytes ever received, kept so that auto-detection can tell "silent" from
     #: "something answers, but not a bootloader we know".
     heard: bytes = b""
+    #: Character format on the wire: data bits, parity (N, E, O), stop bits.
+    serial_format: str = "8N1"
 
     @abstractmethod
     def write(self, data: bytes) -> None:
@@ -52,6 +63,21 @@ class ByteLink(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def set_format(self, fmt: str) -> None:
+        """Use the character format ``fmt`` ("8N1", "8E1") from now on.
+
+        The STM32 ROM bootloader needs even parity, the AVR bootloaders none. Links where
+        the format means nothing (an in-process byte pipe) just remember it. Raises
+        ValueError for a format that is not data bits, N/E/O and stop bits.
+        """
+        self.serial_format = parse_format(fmt)[3]
+
+    def format_in_effect(self) -> str | None:
+        """The format the operating system reports for the port, or None if it cannot
+        tell. A pty or a UART without parity hardware reads back without the parity that
+        was asked for."""
+        return None
 
     def remember(self, data: bytes) -> bytes:
         """Keep the first bytes received (subclasses call this from ``read``)."""

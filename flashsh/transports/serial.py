@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 from typing import Any
 
 import serial
 
 from flashsh.errors import TransportError
-from flashsh.transports.base import ByteLink
+from flashsh.transports.base import ByteLink, parse_format
 
 SIM_SCHEME = "sim://"
+
+try:
+    from termios import error as _TermiosError
+except ImportError:  # Windows: pyserial raises SerialException there
+
+    class _TermiosError(Exception):  # type: ignore[no-redef]
+        pass
 
 
 class SerialLink(ByteLink):
@@ -22,6 +30,8 @@ class SerialLink(ByteLink):
         self.description = description
         self._timeout: float | None = port.timeout
         self.has_modem_lines = True
+        #: The format still in effect after the driver refused ``set_format``'s.
+        self._refused: str | None = None
 
     def write(self, data: bytes) -> None:
         try:
@@ -58,6 +68,37 @@ class SerialLink(ByteLink):
                 f"{self.description} cannot run at {value} baud", "pick another --baud"
             ) from exc
 
+    def set_format(self, fmt: str) -> None:
+        """Apply ``fmt`` through pyserial's bytesize, parity and stopbits.
+
+        Only what differs is set (each change is a tcsetattr on a real port). A driver
+        that refuses the format (some kernels refuse parity on a pty) does not make this
+        fail: the old settings are put back, because pyserial would otherwise retry the
+        refused ones on every later timeout change, and ``format_in_effect`` tells.
+        """
+        bits, parity, stops, text = parse_format(fmt)
+        if text == self.serial_format:
+            return
+        wanted = {"bytesize": bits, "parity": parity, "stopbits": stops}
+        before = {name: getattr(self.port, name, None) for name in wanted}
+        try:
+            for name, value in wanted.items():
+                # A simulated port may not model the format; it then just keeps the value.
+                if before[name] != value:
+                    setattr(self.port, name, value)
+            self._refused = None
+        except (ValueError, OSError, serial.SerialException, _TermiosError):
+            for name, value in before.items():
+                with contextlib.suppress(
+                    ValueError, OSError, serial.SerialException, _TermiosError
+                ):
+                    setattr(self.port, name, value)
+            self._refused = self.serial_format
+        self.serial_format = text
+
+    def format_in_effect(self) -> str | None:
+        return _termios_format(self.port) or self._refused
+
     def set_lines(self, *, dtr: bool | None = None, rts: bool | None = None) -> bool:
         if not self.has_modem_lines:
             return False
@@ -75,6 +116,31 @@ class SerialLink(ByteLink):
     def close(self) -> None:
         with contextlib.suppress(OSError, serial.SerialException):
             self.port.close()
+
+
+def _termios_format(port: Any) -> str | None:
+    """Read the format back from the terminal driver (POSIX ttys only). pyserial never
+    reads it back, and a pty or a parity-less UART silently drops PARENB."""
+    try:
+        import termios
+
+        fd = port.fileno()
+        if not os.isatty(fd):
+            return None
+        cflag = termios.tcgetattr(fd)[2]
+    except (
+        ImportError,
+        AttributeError,
+        OSError,
+        ValueError,
+        serial.SerialException,
+        _TermiosError,
+    ):
+        return None
+    sizes = {termios.CS5: 5, termios.CS6: 6, termios.CS7: 7, termios.CS8: 8}
+    bits = sizes.get(cflag & termios.CSIZE, 8)
+    parity = "N" if not cflag & termios.PARENB else "O" if cflag & termios.PARODD else "E"
+    return f"{bits}{parity}{2 if cflag & termios.CSTOPB else 1}"
 
 
 def open_serial(target: str, baudrate: int, *, reset_lines: bool = True) -> SerialLink:
