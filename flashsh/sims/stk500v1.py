@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from flashsh import chips
 from flashsh.chips import AvrPart
 from flashsh.errors import FlashshError, TargetError
+from flashsh.sims.board import UartBoard, number_option
 from flashsh.sims.faults import Faults
 from flashsh.sims.mcu import EXTRF, PORF, STARTUP_MS, WDRF, Mcu, StartApplication
 from flashsh.sims.memory import EEPROM_WRITE_MS, PAGE_ERASE_MS, PAGE_WRITE_MS, ChipMemory
@@ -618,16 +619,6 @@ OPTIONS = {
 }
 
 
-def _number(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"option {name}={text!r} needs a number") from None
-    if value < 0:
-        raise ValueError(f"option {name}={text!r} must not be negative")
-    return value
-
-
 def boot_size(bootloader: str, part: AvrPart) -> int:
     """The boot section the stock build of ``bootloader`` takes on ``part``."""
     facts = chips.bootloader_facts()[bootloader]
@@ -639,7 +630,7 @@ def boot_size(bootloader: str, part: AvrPart) -> int:
     return int(facts["boot_size_by_page"][str(part.flash_page)])
 
 
-class Stk500v1Sim:
+class Stk500v1Sim(UartBoard):
     """A board with an STK500v1 bootloader: memory, firmware and both UART wires.
 
     ``to_target`` carries the host's bytes, ``to_host`` the bootloader's. The bootloader's
@@ -744,10 +735,10 @@ class Stk500v1Sim:
                 kwargs[name] = one[name]
         for name in ("throttle", "page_ms", "eeprom_ms", "timeout_ms", "startup_ms"):
             if name in one:
-                kwargs[name] = _number(name, one[name])
+                kwargs[name] = number_option(name, one[name])
         for name in ("baud", "flashes"):
             if name in one:
-                kwargs[name] = int(_number(name, one[name]))
+                kwargs[name] = int(number_option(name, one[name]))
         if "eeprom" in one:
             if one["eeprom"] not in ("0", "1"):
                 raise ValueError("option eeprom takes 0 or 1")
@@ -759,22 +750,6 @@ class Stk500v1Sim:
         return cls(**kwargs)
 
     # ------------------------------------------------------------------ running
-
-    def start(self) -> Stk500v1Sim:
-        self.mcu.start()
-        return self
-
-    def stop(self) -> None:
-        self.mcu.stop()
-        self.to_target.close()
-        self.to_host.close()
-
-    def set_host_baud(self, baud: int) -> None:
-        """The host changed its port's rate: bytes sent from now on are judged by it."""
-        with self.to_target.cond:
-            self.to_target.tx_baud = baud
-        with self.to_host.cond:
-            self.to_host.rx_baud = baud
 
     def reset(self) -> None:
         """External reset: the DTR/RTS edge through the board's capacitor."""

@@ -18,6 +18,7 @@ from flashsh import chips
 from flashsh.chips import AvrPart
 from flashsh.errors import FlashshError, TargetError
 from flashsh.sims.avr_target import PART_FUSES, AvrTarget
+from flashsh.sims.board import UartBoard, number_option
 from flashsh.sims.mcu import EXTRF, PORF, Mcu
 from flashsh.sims.memory import EEPROM_WRITE_MS, PAGE_ERASE_MS, PAGE_WRITE_MS
 from flashsh.sims.stk500v2_boot import (
@@ -74,16 +75,6 @@ ISP_OPTIONS = {
 OPTIONS = {**COMMON_OPTIONS, **BOOTLOADER_OPTIONS, **ISP_OPTIONS}
 
 
-def _number(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"option {name}={text!r} needs a number") from None
-    if value < 0:
-        raise ValueError(f"option {name}={text!r} must not be negative")
-    return value
-
-
 def _hex_byte(name: str, text: str) -> int:
     try:
         value = int(text, 16)
@@ -103,7 +94,7 @@ def parse_fuses(text: str) -> tuple[int, int, int]:
     return low, high, ext
 
 
-class Stk500v2Sim:
+class Stk500v2Sim(UartBoard):
     """A board or programmer speaking STK500v2: memory, firmware and both UART wires."""
 
     protocol = "stk500v2"
@@ -234,10 +225,10 @@ class Stk500v2Sim:
         floats = ("throttle", "page_ms", "startup_ms", "timeout_ms", "getch_ms", "eeprom_ms")
         for name in (*floats, "vtarget", "xtal"):
             if name in one:
-                kwargs[name] = _number(name, one[name])
+                kwargs[name] = number_option(name, one[name])
         for name in ("baud", "sck"):
             if name in one:
-                kwargs[name] = int(_number(name, one[name]))
+                kwargs[name] = int(number_option(name, one[name]))
         if "cal" in one:
             kwargs["cal"] = _hex_byte("cal", one["cal"])
         if "lock" in one:
@@ -249,22 +240,6 @@ class Stk500v2Sim:
         return cls(**kwargs)
 
     # ------------------------------------------------------------------ running
-
-    def start(self) -> Stk500v2Sim:
-        self.mcu.start()
-        return self
-
-    def stop(self) -> None:
-        self.mcu.stop()
-        self.to_target.close()
-        self.to_host.close()
-
-    def set_host_baud(self, baud: int) -> None:
-        """The host changed its port's rate: bytes sent from now on are judged by it."""
-        with self.to_target.cond:
-            self.to_target.tx_baud = baud
-        with self.to_host.cond:
-            self.to_host.rx_baud = baud
 
     def reset(self) -> None:
         """A DTR/RTS edge: resets the Mega through its capacitor; a programmer ignores it."""

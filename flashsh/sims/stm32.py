@@ -18,6 +18,7 @@ from dataclasses import replace
 
 from flashsh.chips.stm32 import Stm32Chip, stm32_by_pid, stm32_part
 from flashsh.errors import FlashshError, TargetError
+from flashsh.sims.board import UartBoard, number_option
 from flashsh.sims.faults import Faults
 from flashsh.sims.mcu import EXTRF, PORF, Mcu
 from flashsh.sims.stm32_flash import Stm32Memory
@@ -51,16 +52,6 @@ OPTIONS = {
 }
 
 
-def _number(name: str, text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"option {name}={text!r} needs a number") from None
-    if value < 0:
-        raise ValueError(f"option {name}={text!r} must not be negative")
-    return value
-
-
 def parse_faults(specs: list[str]) -> tuple[Faults, RomFaults]:
     """Split ``fault=`` items into line faults and ROM faults. Raises ValueError."""
     line: list[str] = []
@@ -88,7 +79,7 @@ def parse_faults(specs: list[str]) -> tuple[Faults, RomFaults]:
     return Faults.parse(line), RomFaults(frozenset(rom["nack"]), frozenset(rom["noise"]))
 
 
-class Stm32Sim:
+class Stm32Sim(UartBoard):
     """An STM32 board with BOOT0 high: chip memories, the ROM and both UART wires."""
 
     protocol = "stm32"
@@ -170,10 +161,10 @@ class Stm32Sim:
                 kwargs[name] = one[name] if name == "image" else one[name].lower()
         for name in ("throttle", "startup_ms"):
             if name in one:
-                kwargs[name] = _number(name, one[name])
+                kwargs[name] = number_option(name, one[name])
         for name in ("baud", "rdp"):
             if name in one:
-                kwargs[name] = int(_number(name, one[name]))
+                kwargs[name] = int(number_option(name, one[name]))
         if "autoreset" in one:
             kwargs["autoreset"] = one["autoreset"].lower() in ("1", "yes", "true", "on")
         if "wrp" in one:
@@ -185,7 +176,9 @@ class Stm32Sim:
         if timing not in ("typical", "max"):
             raise ValueError(f"option timing={timing!r}: typical or max")
         times = {
-            n: _number(n, one[n]) for n in ("erase_ms", "mass_erase_ms", "program_us") if n in one
+            n: number_option(n, one[n])
+            for n in ("erase_ms", "mass_erase_ms", "program_us")
+            if n in one
         }
         kwargs["timing"] = RomTiming(use_max=timing == "max", **times)
         if "fault" in options:
@@ -230,15 +223,6 @@ class Stm32Sim:
             self.to_host.rx_framing = framing
 
     # ------------------------------------------------------------------ running
-
-    def start(self) -> Stm32Sim:
-        self.mcu.start()
-        return self
-
-    def stop(self) -> None:
-        self.mcu.stop()
-        self.to_target.close()
-        self.to_host.close()
 
     def reset(self) -> None:
         """A DTR/RTS assert edge or a client opening the pty: resets the chip only on
