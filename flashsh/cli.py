@@ -13,13 +13,16 @@ from flashsh import __version__
 
 EPILOG = """\
 TARGET is a serial port (/dev/ttyACM0, COM3), a pyserial URL (socket://host:port,
-rfc2217://host:port, spy:///dev/ttyUSB0) or a built-in simulator such as
-sim://stk500v1?chip=atmega328p. Without TARGET the shell starts unconnected.
+rfc2217://host:port, spy:///dev/ttyUSB0), a built-in simulator such as
+sim://stk500v1?chip=atmega328p, or the 12-hex-digit UUID of a Katapult or Klipper node
+on the CAN bus --can-channel names. Without TARGET the shell starts unconnected.
 
 examples:
   flashsh /dev/ttyUSB0                      open a shell on the board
   flashsh -c "program blink.hex verify" /dev/ttyACM0
   flashsh -s scripts/flash_uno_optiboot.fsh sim://stk500v1?chip=atmega328p
+  flashsh --can-channel can0 -c query
+  flashsh --can-channel can0 -c "program klipper.bin verify reset" aabbccddeeff
 """
 
 
@@ -35,7 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("-s", "--script", metavar="FILE.fsh", help="run a script, then exit")
     batch.add_argument("-c", "--command", metavar="CMDS", help='run "cmd; cmd", then exit')
     parser.add_argument(
-        "--protocol", default="auto", help="stk500v1, stk500v2, stm32 or auto (default: detect)"
+        "--protocol",
+        default="auto",
+        help="stk500v1, stk500v2, stm32, katapult, klipper or auto (default: detect)",
     )
     parser.add_argument(
         "--entry",
@@ -51,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="set ${NAME} for scripts and -c (repeatable)",
     )
     parser.add_argument("--baud", type=int, help="only try this baud rate")
+    can = parser.add_argument_group(
+        "CAN bus", "for a TARGET that is a node UUID, and for `query` (python-can names)"
+    )
+    can.add_argument("--can-interface", metavar="NAME", help="socketcan (default), slcan, ...")
+    can.add_argument("--can-channel", metavar="CHANNEL", help="can0 (default), /dev/ttyACM0, ...")
+    can.add_argument("--bitrate", type=int, help="CAN bitrate (default 1000000)")
     parser.add_argument("--chip", help="trust this chip instead of the signature")
     parser.add_argument(
         "--no-reset", action="store_true", help="do not pulse DTR/RTS to reset the board"
@@ -73,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from flashsh.protocols import ProbeOptions
     from flashsh.session import EarlyOpen
+    from flashsh.transports.can import CanOptions
 
     probe = ProbeOptions(
         protocol=args.protocol,
@@ -80,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         reset=not args.no_reset,
         chip=args.chip,
         entry=args.entry,
+        can=CanOptions(args.can_interface, args.can_channel, args.bitrate),
     )
     # Start resetting the board and finding its bootloader while the shell loads.
     early = EarlyOpen(args.target, probe, args.verbose) if args.target else None

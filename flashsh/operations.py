@@ -105,6 +105,7 @@ def program(
         todo = pages
         if diff:
             todo = _pages_that_differ(bootloader, region, pages, progress, cancel)
+            todo = _whole_units_if_erased_on_write(bootloader, region, pages, todo)
         if _needs_erase(bootloader, memory.flash, region):
             todo, erased = _erase_for_write(bootloader, region, pages, todo, progress, cancel)
         progress.start("writing", len(todo) * region.page_size)
@@ -117,6 +118,8 @@ def program(
                     raise _with_written(exc, address, written, region.page_size) from exc
                 written.append(address)
                 progress.advance(len(data))
+            if todo:
+                bootloader.finish_writes()
         finally:
             progress.finish()
         if verify:
@@ -145,6 +148,23 @@ def spans_text(spans: Iterable[tuple[int, int]]) -> str:
         else:
             merged.append([low, high])
     return ", ".join(f"{hexaddr(a)}-{hexaddr(b - 1)}" for a, b in merged) or "nothing"
+
+
+def _whole_units_if_erased_on_write(
+    bootloader: Bootloader, region: Region, pages: list[Page], todo: list[Page]
+) -> list[Page]:
+    """Where writing the first page of an erase unit erases the whole unit (Katapult),
+    a changed page means sending every image page of its unit, first page first."""
+    if Capability.PAGE_ERASE_ON_WRITE not in bootloader.capabilities:
+        return todo
+    if region.erase_size <= region.page_size or not todo:
+        return todo
+    units = {
+        u
+        for address, data in todo
+        for u in bootloader.erase_units(region, address, address + len(data))
+    }
+    return [(a, d) for a, d in pages if any(lo <= a < hi for lo, hi in units)]
 
 
 def _needs_erase(bootloader: Bootloader, flash: Region, region: Region) -> bool:
@@ -406,6 +426,7 @@ def erase(
                     bootloader.write_page(flash, address, blank)
                     done.append(address)
                     progress.advance(flash.page_size)
+                bootloader.finish_writes()
             finally:
                 progress.finish()
             method = "0xFF written over each page"
@@ -450,4 +471,5 @@ def write_bytes(session: Session, region: Region, address: int, data: bytes) -> 
             chunk = bytes(current[page - first : page - first + size])
             if not (erase_first and chunk == b"\xff" * len(chunk)):
                 bootloader.write_page(region, page, chunk)
+        bootloader.finish_writes()
     return {"region": region.name, "address": address, "bytes": len(data)}

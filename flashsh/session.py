@@ -34,7 +34,8 @@ class Session:
         self.in_bootloader = True
         self.reconnects = 0
         self.info: TargetInfo = bootloader.identify()
-        self.memory_map: MemoryMap = bootloader.memory_map()
+        #: The memory map even while an application answers (``info`` shows it).
+        self.known_memory_map: MemoryMap = bootloader.memory_map()
         self._last_activity = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -51,7 +52,12 @@ class Session:
         options: ProbeOptions,
         report: Callable[[str], None] | None = None,
     ) -> Session:
-        """Open ``target`` and find the bootloader on it."""
+        """Open ``target`` and find the bootloader on it. A target of 12 hex digits is a
+        node UUID on the CAN bus ``options.can`` names."""
+        from flashsh.transports.can import is_uuid
+
+        if is_uuid(target):
+            return cls.open_can(target.lower(), options, report)
         first_baud = options.baudrate or 115200
         link = open_serial(target, first_baud, reset_lines=options.reset)
         try:
@@ -60,6 +66,44 @@ class Session:
         except BaseException:
             link.close()
             raise
+
+    @classmethod
+    def open_can(
+        cls, uuid: str, options: ProbeOptions, report: Callable[[str], None] | None = None
+    ) -> Session:
+        from flashsh.protocols.katapult_entry import open_can_node
+        from flashsh.transports.can import CanBus
+
+        bus = CanBus(options.can)
+        if report:
+            report(f"looking for node {uuid} on {bus.description}")
+        try:
+            return cls(open_can_node(bus, uuid), uuid)
+        except BaseException:
+            bus.close()
+            raise
+
+    @property
+    def memory_map(self) -> MemoryMap:
+        """The memory map; raises with advice when no bootloader is answering."""
+        self.bootloader.ready()
+        return self.known_memory_map
+
+    def request_bootloader(self) -> bool:
+        """Ask the running application to reboot into its bootloader and connect to
+        that. False when the bootloader is already answering."""
+        with self.lock:
+            try:
+                self.bootloader.ready()
+                if self.in_bootloader:
+                    return False
+            except FlashshError:
+                pass
+            self.bootloader = self.bootloader.request_bootloader()
+            self.in_bootloader = True
+            self.info = self.bootloader.identify()
+            self.known_memory_map = self.bootloader.memory_map()
+            return True
 
     @property
     def capabilities(self) -> Capability:
@@ -74,6 +118,7 @@ class Session:
                 self.in_bootloader = True
                 self.reconnects += 1
                 self.info = self.bootloader.identify()
+            self.bootloader.ready()
             try:
                 yield self.bootloader
             except FlashshError:

@@ -66,6 +66,8 @@ class FlashShell(cmd2.Cmd):
         )
         self.options = options
         self.session: Session | None = None
+        #: UUIDs the last `query` found, offered when completing `connect`.
+        self.can_uuids: list[str] = []
         self.early_open: EarlyOpen | None = None
         self.failed = False
         self.stop_requested = False

@@ -7,6 +7,7 @@ import cmd2
 
 def all_command_sets() -> list[cmd2.CommandSet]:
     from flashsh.commands.burn import BurnCommands
+    from flashsh.commands.can import CanCommands
     from flashsh.commands.connection import ConnectionCommands
     from flashsh.commands.fuses import FuseCommands
     from flashsh.commands.memory import MemoryCommands
@@ -20,4 +21,5 @@ def all_command_sets() -> list[cmd2.CommandSet]:
         FuseCommands(),
         BurnCommands(),
         TargetCommands(),
+        CanCommands(),
     ]

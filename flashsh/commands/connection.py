@@ -8,10 +8,13 @@ from dataclasses import replace
 import cmd2
 from cmd2 import Choices
 
+from flashsh.commands.can import add_can_arguments, can_options
+from flashsh.errors import FlashshError
 from flashsh.numbers import hexaddr, human_size
 from flashsh.protocols import SERIAL_PROTOCOLS
 from flashsh.session import Session
 from flashsh.shell import FlashShell
+from flashsh.transports.can import is_uuid
 
 SIM_EXAMPLES = (
     "sim://stk500v1?chip=atmega328p",
@@ -34,7 +37,9 @@ def list_ports() -> list[dict[str, str]]:
 
 
 def target_choices(app: FlashShell) -> Choices:
-    return Choices.from_values([p["port"] for p in list_ports()] + list(SIM_EXAMPLES))
+    return Choices.from_values(
+        app.can_uuids + [p["port"] for p in list_ports()] + list(SIM_EXAMPLES)
+    )
 
 
 class ConnectionCommands(cmd2.CommandSet[FlashShell]):
@@ -60,7 +65,15 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
         epilog="TARGET: /dev/ttyACM0, COM3, a pyserial URL (socket://host:port, "
         "rfc2217://host:port, spy:///dev/ttyUSB0) or a simulator (sim://stk500v1?chip=atmega328p).",
     )
-    connect_parser.add_argument("target", choices_provider=target_choices, help="port or URL")
+    connect_parser.add_argument(
+        "target", choices_provider=target_choices, help="port, URL, or a CAN node's UUID"
+    )
+    connect_parser.add_argument(
+        "uuid",
+        nargs="?",
+        choices_provider=lambda app: Choices.from_values(app.can_uuids),
+        help="with a CAN channel as TARGET (connect can0 UUID): the node's UUID",
+    )
     connect_parser.add_argument("--baud", type=int, help="only this baud rate")
     connect_parser.add_argument(
         "--protocol", choices=["auto", *SERIAL_PROTOCOLS], help="skip auto-detection"
@@ -70,6 +83,7 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
     connect_parser.add_argument(
         "--entry", metavar="SEQ", help="STM32: BOOT0/RESET wiring, e.g. boot0=rts,reset=dtr"
     )
+    add_can_arguments(connect_parser)
 
     @cmd2.with_argparser(connect_parser)
     def do_connect(self, args: argparse.Namespace) -> None:
@@ -82,14 +96,37 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
             chip=args.chip or options.chip,
             reset=options.reset and not args.no_reset,
             entry=args.entry or options.entry,
+            can=can_options(self._cmd, args),
         )
+        target = args.target
+        if args.uuid is not None:
+            if not is_uuid(args.uuid):
+                raise FlashshError(
+                    f"{args.uuid!r} is not a node UUID",
+                    "a UUID is 12 hex digits; `query` lists them",
+                )
+            probe.can = replace(probe.can, channel=args.target)
+            target = args.uuid.lower()
         self._cmd.detach()
-        session = self._cmd.take_early_session(args.target, probe)
+        session = self._cmd.take_early_session(target, probe)
         if session is None:
             report = self._cmd.pfeedback if self._cmd.options.verbose else None
-            session = Session.open(args.target, probe, report)
+            session = Session.open(target, probe, report)
         self._cmd.attach(session)
         info = session.info
+        if info.protocol == "klipper":
+            self._cmd.report(
+                info_dict(session),
+                f"connected: Klipper firmware is running on {info.link}"
+                + (f" ({info.chip})" if info.chip != "unknown" else "")
+                + ", not a bootloader; use `bootloader` to reboot it into Katapult",
+            )
+            return
+        if info.baudrate is None:
+            self._cmd.report(
+                info_dict(session), f"connected: {info.chip}, {info.bootloader} on {info.link}"
+            )
+            return
         self._cmd.report(
             info_dict(session),
             f"connected: {info.chip}, {info.bootloader}, {info.baudrate} baud on {info.link}",
@@ -106,9 +143,14 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
     def do_info(self, args: argparse.Namespace) -> None:
         """Show protocol, bootloader, chip, memories and how they were found."""
         session = self._cmd.require_session()
-        with session.use():
-            pass  # reconnects first if the board left the bootloader
+        state = ""
+        try:
+            with session.use():
+                pass  # reconnects first if the board left the bootloader
+        except FlashshError as exc:
+            state = str(exc)  # an application answers: say so below
         data = info_dict(session)
+        data["state"] = state or "bootloader"
         rows = [
             ("target", session.target),
             ("protocol", data["protocol"]),
@@ -117,7 +159,11 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
             ("baud", str(data["baudrate"])),
             ("found by", data["how"]),
         ]
-        for region in session.memory_map.regions:
+        if data["baudrate"] is None:
+            rows.remove(("baud", "None"))
+        if state:
+            rows.append(("state", state))
+        for region in session.known_memory_map.regions:
             rows.append(
                 (
                     f"bank {region.bank}",
@@ -125,8 +171,8 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
                     f"({human_size(region.size)}, page {region.page_size}, {region.access})",
                 )
             )
-        if session.memory_map.bootloader:
-            lo, hi = session.memory_map.bootloader
+        if session.known_memory_map.bootloader:
+            lo, hi = session.known_memory_map.bootloader
             rows.append(("bootloader at", f"{hexaddr(lo)}-{hexaddr(hi - 1)} (never written)"))
         rows += [(k.replace("_", " "), str(v)) for k, v in session.info.details.items()]
         width = max(len(k) for k, _ in rows)
@@ -143,13 +189,13 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
         session.start_application()
         self._cmd.report(
             {"application_started": True},
-            "application started (the next command resets the board into the bootloader)",
+            f"application started ({session.bootloader.after_start})",
         )
 
 
 def info_dict(session: Session) -> dict[str, object]:
     info = session.info
-    memory = session.memory_map
+    memory = session.known_memory_map
     return {
         "target": session.target,
         "protocol": info.protocol,

@@ -25,7 +25,7 @@ def region_choices(app: FlashShell) -> Choices:
     if session is None:
         return Choices.from_values(["flash", "eeprom", "0", "1"])
     names = []
-    for region in session.memory_map.regions:
+    for region in session.known_memory_map.regions:
         names += [region.name, str(region.bank)]
     return Choices.from_values(names)
 
@@ -100,7 +100,10 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
             result = operations.program(
                 session,
                 image,
-                verify="verify" in flags,
+                # A bootloader that starts only verified images (Katapult) reads back
+                # before `reset` even when `verify` was not asked for.
+                verify="verify" in flags
+                or ("reset" in flags and session.bootloader.verify_before_start),
                 diff="diff" in flags,
                 progress=self._cmd.progress(),
                 cancel=cancel,
@@ -113,7 +116,7 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
             text += f", after erasing {result['erased']}"
         if "diff" in flags:
             text += f", {result['pages_unchanged']} pages already matched"
-        if "verify" in flags:
+        if "verify" in flags or result["verified"]:
             text += "; verified"
         if "reset" in flags:
             session.start_application()

@@ -58,7 +58,7 @@ class TargetCommands(cmd2.CommandSet[FlashShell]):
     def _refresh(self, session: Session) -> None:
         # The chip reset and may look different now (protection state, readable size).
         session.info = session.bootloader.identify()
-        session.memory_map = session.bootloader.memory_map()
+        session.known_memory_map = session.bootloader.memory_map()
 
     # ------------------------------------------------------------ go
 

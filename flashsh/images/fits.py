@@ -46,6 +46,14 @@ def check_fits(image: Image, memory_map: MemoryMap, *, allow_bootloader: bool = 
         )
     if region.name == "flash" and memory_map.bootloader and not allow_bootloader:
         _check_bootloader(image, memory_map, name)
+    fixed = region.name == "flash" and memory_map.app_start_fixed and not allow_bootloader
+    if fixed and image.start != memory_map.app_start:
+        raise ImageError(
+            f"{name} starts at {hexaddr(image.start)}, but this bootloader starts the "
+            f"application at {hexaddr(memory_map.app_start)}",
+            "build the firmware for that start (Klipper: the bootloader offset in "
+            "menuconfig), or give a .bin without an address",
+        )
 
 
 def _check_bootloader(image: Image, memory_map: MemoryMap, name: str) -> None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flashsh.errors import FlashshError, NoAnswerError, ProtocolError
 from flashsh.protocols.base import Bootloader
 from flashsh.transports.base import ByteLink
+from flashsh.transports.can import CanOptions
 
 #: Byte-stream protocols in probe order at each baud rate. Safer probes go first: a
 #: STK500v2 sign-on makes optiboot start the application, while the STK500v1 GET_SYNC
@@ -25,7 +26,13 @@ SERIAL_PROTOCOLS: dict[str, str] = {
     "stk500v1": "flashsh.protocols.stk500v1:Stk500v1",
     "stk500v2": "flashsh.protocols.stk500v2:Stk500v2",
     "stm32": "flashsh.protocols.stm32_uart:Stm32Uart",
+    "katapult": "flashsh.protocols.katapult:Katapult",
+    "klipper": "flashsh.protocols.klipper_app:KlipperApplication",
 }
+
+#: A USB device that names its firmware: only that protocol is tried. Katapult and
+#: Klipper (facts: docs/can.md) ignore the baud rate on USB.
+USB_PROTOCOLS: dict[str, str] = {"1d50:6177": "katapult", "1d50:614e": "klipper"}
 
 #: A probe that needs no reset of its own right after another one at the same baud rate:
 #: the STK500v1 probe resets the board and its GET_SYNC bytes keep a Mega 2560 bootloader
@@ -51,6 +58,8 @@ class ProbeOptions:
     chip: str | None = None
     #: RTS/DTR sequence that puts the chip into its bootloader (STM32: --entry).
     entry: str | None = None
+    #: The CAN bus a UUID target is on.
+    can: CanOptions = field(default_factory=CanOptions)
 
 
 Reporter = Callable[[str], None]
@@ -75,6 +84,9 @@ def detect(link: ByteLink, options: ProbeOptions, report: Reporter | None = None
     ``options.baudrate``). Raises NoAnswerError naming what was tried and the likely causes.
     """
     names = list(SERIAL_PROTOCOLS) if options.protocol == "auto" else [options.protocol]
+    usb_id = link.usb_id
+    if options.protocol == "auto" and usb_id in USB_PROTOCOLS:
+        names = [USB_PROTOCOLS[usb_id]]
     plan = probe_plan(names, options.baudrate)
     _check_options(options, {cls for _, _, cls in plan})
     tried = []

@@ -60,6 +60,8 @@ class MemoryMap:
     bootloader: tuple[int, int] | None = None
     #: Where an application image goes when no address is given.
     app_start: int = 0
+    #: The bootloader starts only an image that begins exactly at ``app_start``.
+    app_start_fixed: bool = False
 
     def region(self, key: str | int) -> Region:
         """Find a region by name (``flash``) or OpenOCD-style bank number (``0``)."""
@@ -117,6 +119,11 @@ class Bootloader(ABC):
     #: ProbeOptions fields besides ``reset`` and ``chip`` that ``probe`` takes as keywords.
     probe_options: ClassVar[tuple[str, ...]] = ()
     capabilities: Capability = Capability(0)
+    #: ``program ... reset`` reads back before starting: the protocol refuses to start
+    #: an application it has not seen verified.
+    verify_before_start: ClassVar[bool] = False
+    #: What happens after ``reset``, as ``reset`` tells it.
+    after_start: ClassVar[str] = "the next command resets the board into the bootloader"
 
     def __init__(self, link: ByteLink) -> None:
         self.link = link
@@ -147,6 +154,21 @@ class Bootloader(ABC):
     @abstractmethod
     def write_page(self, region: Region, address: int, data: bytes) -> None:
         """Write exactly one page at a page-aligned absolute address."""
+
+    def finish_writes(self) -> None:
+        """Called once after the last page of a transfer (Katapult: SEND_EOF, which
+        flushes pages the node still buffers)."""
+        return None
+
+    def ready(self) -> None:
+        """Raise, with what to do instead, when memory commands cannot run (an
+        application, not a bootloader, is answering)."""
+        return None
+
+    def request_bootloader(self) -> Bootloader:
+        """Ask the running application to reboot into its bootloader; return the
+        bootloader session that answers afterwards."""
+        raise UnsupportedError(f"{self.name} has no way to request the bootloader")
 
     def erase_chip(self) -> None:
         raise UnsupportedError(f"{self.name} has no chip erase")

@@ -29,6 +29,8 @@ class ByteLink(ABC):
     heard: bytes = b""
     #: Character format on the wire: data bits, parity (N, E, O), stop bits.
     serial_format: str = "8N1"
+    #: ``vid:pid`` of a USB device behind the link (Katapult 1d50:6177), else None.
+    usb_id: str | None = None
 
     @abstractmethod
     def write(self, data: bytes) -> None:

@@ -113,9 +113,34 @@ class SerialLink(ByteLink):
             return False
         return True
 
+    @property
+    def usb_id(self) -> str | None:
+        """``vid:pid`` of the USB device behind the port, None when it is not USB.
+
+        A simulated USB board tells its own (it changes when the board re-enumerates as
+        another firmware); a real port is looked up in the operating system's list."""
+        sim = getattr(self.port, "sim", None)
+        if sim is not None:
+            return getattr(sim, "usb_id", None)
+        found = usb_port_info(getattr(self.port, "port", None) or "")
+        return found[0] if found else None
+
     def close(self) -> None:
         with contextlib.suppress(OSError, serial.SerialException):
             self.port.close()
+
+
+def usb_port_info(device: str) -> tuple[str, str] | None:
+    """(``vid:pid``, USB location) of a serial device, or None when it is not USB."""
+    if not device or "://" in device:
+        return None
+    from serial.tools import list_ports
+
+    real = os.path.realpath(device)
+    for info in list_ports.comports():
+        if info.vid is not None and os.path.realpath(info.device) == real:
+            return f"{info.vid:04x}:{info.pid:04x}", info.location or ""
+    return None
 
 
 def _termios_format(port: Any) -> str | None:
