@@ -15,6 +15,8 @@ SIMS: dict[str, str] = {
     "stk500v1": "flashsh.sims.stk500v1:Stk500v1Sim",
     "stk500v2": "flashsh.sims.stk500v2:Stk500v2Sim",
     "stm32": "flashsh.sims.stm32:Stm32Sim",
+    "katapult": "flashsh.sims.katapult:KatapultBoard",
+    "klipper": "flashsh.sims.katapult:KlipperBoard",
 }
 
 

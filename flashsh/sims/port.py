@@ -170,7 +170,12 @@ class SimPort:
         # Boards wire RESET to DTR (Uno, most clones) or to RTS (some FTDI cables): an
         # assert edge on either counts.
         edge = (dtr and not self._dtr) or (rts and not self._rts)
+        changed = (dtr, rts) != (self._dtr, self._rts)
         self._dtr, self._rts = dtr, rts
+        # USB-CDC firmware sees the line state itself (Klipper's 1200-baud touch).
+        set_lines = getattr(self.sim, "set_host_lines", None)
+        if self.is_open and changed and set_lines is not None:
+            set_lines(dtr, rts)
         if self.is_open and edge:
             self.sim.reset()
 
@@ -178,6 +183,10 @@ class SimPort:
 
     def close(self) -> None:
         if self.is_open:
+            # Closing a tty drops DTR (HUPCL), which USB-CDC firmware sees.
+            set_lines = getattr(self.sim, "set_host_lines", None)
+            if set_lines is not None:
+                set_lines(False, False)
             self.is_open = False
             self.sim.stop()
 

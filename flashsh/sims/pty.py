@@ -200,6 +200,13 @@ class PtyServer:
                 self.sim.reset()
         else:
             self._log("client closed the port")
+        # A pty carries no modem lines: model DTR up while a client holds the port and
+        # down when it closes (HUPCL), for firmware that watches it over USB-CDC.
+        set_lines = getattr(self.sim, "set_host_lines", None)
+        if set_lines is not None:
+            if not connected:
+                self._follow_baud()
+            set_lines(connected, connected)
 
     def _follow_baud(self) -> None:
         try:
