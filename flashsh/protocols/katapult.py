@@ -235,6 +235,11 @@ class Katapult(Bootloader):
                 "two nodes may share a node id: power-cycle the bus and try again",
             )
 
+    def keep_alive(self) -> None:
+        """Katapult has no idle timeout; this only asks whether it still answers (after a
+        failed command the session wants to know)."""
+        self.exchange(kf.CONNECT, timeout=PROBE_TIMEOUT, attempts=1)
+
     def where(self) -> str:
         return f"Katapult node {self.uuid}" if self.uuid else f"Katapult on {self.link.description}"
 

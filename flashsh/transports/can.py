@@ -108,14 +108,7 @@ class CanBus:
         self.bitrate = int(config["bitrate"])
         self.sim: Any = None
         if self.channel.startswith("sim://"):
-            from flashsh.sims.can_bus import start_sim_can
-
-            try:
-                self.sim = start_sim_can(self.channel)
-            except ValueError as exc:
-                raise FlashshError(
-                    str(exc), "see docs/simulator.md for sim://can options"
-                ) from None
+            self.sim = simulated_bus(self.channel)
             config["channel"] = self.sim.channel
             self.interface = "virtual"
         if self.interface == "slcan":
@@ -201,15 +194,33 @@ class CanBus:
         return CanNodeLink(self, uuid, node_id)
 
     def _stop_sim(self) -> None:
-        if self.sim is not None:
-            self.sim.stop()
-            self.sim = None
+        self.sim = None  # the simulated nodes live on for the next bus on that URL
 
     def close(self) -> None:
         try:
             self.bus.shutdown()
         finally:
             self._stop_sim()
+
+
+#: Simulated buses by URL, one per process: a `query` and the `connect` after it must
+#: meet the same nodes, as on a real bus.
+_SIMULATED: dict[str, Any] = {}
+
+
+def simulated_bus(url: str) -> Any:
+    """The running simulator for ``sim://can?...`` (started on first use)."""
+    if url not in _SIMULATED:
+        import atexit
+
+        from flashsh.sims.can_bus import start_sim_can
+
+        try:
+            _SIMULATED[url] = handle = start_sim_can(url)
+        except ValueError as exc:
+            raise FlashshError(str(exc), "see docs/simulator.md for sim://can options") from None
+        atexit.register(handle.stop)
+    return _SIMULATED[url]
 
 
 class CanNodeLink(ByteLink):
