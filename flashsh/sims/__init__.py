@@ -26,7 +26,7 @@ def sim_class(name: str) -> type:
         spec = SIMS[name.lower()]
     except KeyError:
         raise ValueError(
-            f"no simulator for protocol {name!r}; valid: {', '.join(sorted(SIMS))}"
+            f"no simulator for protocol {name!r}; valid: {', '.join(SIMS)}"
         ) from None
     module, _, cls = spec.partition(":")
     return getattr(importlib.import_module(module), cls)

@@ -186,7 +186,10 @@ class KatapultBoard:
 
     def on_state(self, state: str) -> None:
         if state == "application" and self.node.config.app == "klipper":
-            self._klipper = self._klipper_factory(self.node.config.mcu, self._app_request)
+            try:
+                self._klipper = self._klipper_factory(self.node.config.mcu, self._app_request)
+            except ImportError:
+                self.node.log("no Klipper model available: the application says nothing")
 
     def _app_request(self) -> None:
         if self.link == "usb":
@@ -241,7 +244,7 @@ class KatapultBoard:
             return None
         if self.node.state == "bootloader":
             return KATAPULT_USB_ID
-        if self.node.state == "application" and self.node.config.app == "klipper":
+        if self.node.state == "application" and self._klipper is not None:
             return KLIPPER_USB_ID
         return None
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import select
 import struct
@@ -39,6 +40,22 @@ _RATES = (
 )  # fmt: skip
 #: termios speed constant -> bits per second.
 SPEEDS = {getattr(termios, f"B{r}"): r for r in _RATES if hasattr(termios, f"B{r}")}
+
+# <asm-generic/ioctls.h>: a rate with no Bnnn constant (250000) reads as BOTHER, and
+# TCGETS2 returns struct termios2 with the real rate in c_ospeed (offset 40 of 44 bytes).
+BOTHER = getattr(termios, "BOTHER", 0o010000)
+TCGETS2 = 0x802C542A
+_TERMIOS2 = struct.Struct("4I B 19s 2I")
+
+
+def custom_speed(fd: int) -> int | None:
+    """The output rate of a tty set with BOTHER, or None where that cannot be read."""
+    try:
+        raw = fcntl.ioctl(fd, TCGETS2, bytes(_TERMIOS2.size))
+    except OSError:
+        return None
+    return _TERMIOS2.unpack(raw)[-1] or None
+
 
 # How often the open/close edge is looked at while no client has the port.
 IDLE_POLL = 0.005
@@ -213,7 +230,7 @@ class PtyServer:
             speed = termios.tcgetattr(self.master)[5]
         except termios.error:
             return
-        baud = SPEEDS.get(speed)
+        baud = custom_speed(self.master) if speed == BOTHER else SPEEDS.get(speed)
         if baud and baud != self._baud:
             self._baud = baud
             self.sim.set_host_baud(baud)

@@ -190,9 +190,11 @@ def test_sim_url_in_process():
         port.close()
 
 
-def test_pty_serves_katapult():
+@pytest.mark.parametrize("link", ["usb", "uart"])
+def test_pty_serves_katapult(link):
+    # 250000 baud has no Bnnn constant: the pty must read the client's rate via TCGETS2.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flashsh.sims", "katapult", "--throttle", "0"],
+        [sys.executable, "-m", "flashsh.sims", "katapult", "--throttle", "0", "-o", f"link={link}"],
         stdout=subprocess.PIPE,
         text=True,
     )
