@@ -24,8 +24,10 @@ class KatapultFlash:
     erase_ms: int
     #: False when the MCU is not in the table and the layout is a guess.
     known: bool = True
-    #: Where the size came from: "part name", "Kconfig default" or "unknown".
-    size_source: str = "part name"
+    #: Where the size came from: "Kconfig default" or "unknown".
+    size_source: str = "Kconfig default"
+    #: Smaller page size the line may have (F103), 0 when the layout is exact.
+    min_page: int = 0
 
     @property
     def end(self) -> int:
@@ -35,6 +37,9 @@ class KatapultFlash:
         return [(lo, hi) for lo, hi in self.units if lo < end and start < hi]
 
     def unit_starts_at(self, address: int) -> bool:
+        """Whether a block here may be the first of a page, which the node erases."""
+        if self.min_page and (address - self.base) % self.min_page == 0:
+            return True
         return any(lo == address for lo, _ in self.units)
 
 
@@ -72,12 +77,12 @@ def katapult_flash(mcu: str, app_start: int, block_size: int) -> KatapultFlash:
         units = tuple((a, a + block_size) for a in range(base, base + size, block_size))
         return KatapultFlash(mcu, base, size, units, UNKNOWN_ERASE_MS, False, "unknown")
     family = table["families"][max(keys, key=len)]
-    size, source = family["size"], "Kconfig default"
-    letter = re.fullmatch(r"stm32\w+x(\w)", name)
-    if letter and letter[1] in table["size_letters"]:
-        size, source = table["size_letters"][letter[1]], "part name"
-    layout = family["sectors"]
-    if size >= 262144 and "sectors_large" in family:
-        layout = family["sectors_large"]
-    units = parse_layout(layout, family["base"], size)
-    return KatapultFlash(mcu, family["base"], size, units, family["erase_ms"], True, source)
+    units = parse_layout(family["sectors"], family["base"], family["size"])
+    return KatapultFlash(
+        mcu,
+        family["base"],
+        family["size"],
+        units,
+        family["erase_ms"],
+        min_page=family.get("min_page", 0),
+    )

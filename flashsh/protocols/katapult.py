@@ -206,7 +206,10 @@ class Katapult(Bootloader):
             self.connect(timeout=PROBE_TIMEOUT, attempts=2)
         except FlashshError:
             return None
-        self.how = f"CONNECT answered at {link.baudrate} baud"
+        usb = link.usb_id
+        self.how = (
+            f"CONNECT answered on USB {usb}" if usb else f"CONNECT answered at {link.baudrate} baud"
+        )
         return self
 
     def connect(self, *, timeout: float = REPLY_TIMEOUT, attempts: int = ATTEMPTS) -> None:
@@ -268,7 +271,8 @@ class Katapult(Bootloader):
             bootloader=f"Katapult {self.software_version} (protocol {self.protocol_version})",
             chip=self.mcu,
             link=self.link.description,
-            baudrate=None if self.uuid else self.link.baudrate,
+            # CAN has a bitrate, USB-CDC ignores the baud rate: only a UART has one.
+            baudrate=None if self.uuid or self.link.usb_id else self.link.baudrate,
             how=self.how,
             details=details,
         )

@@ -84,16 +84,14 @@ class SerialDoor:
         self.link = link
 
     def request_bootloader(self, current: Bootloader) -> Katapult:
-        from flashsh.protocols.klipper import request_serial_bootloader
+        from flashsh.protocols.klipper import request_serial_bootloader, touch_1200
 
         link = self.link
         if link.usb_id is not None:
             # USB-CDC: Klipper reboots when the line coding becomes 1200 baud with DTR
             # low; the board then comes back as another USB device.
             baud = link.baudrate
-            link.set_lines(dtr=True)
-            link.baudrate = 1200
-            link.set_lines(dtr=False)
+            touch_1200(link)
             link = self.link = _reappeared(link, KATAPULT_USB_ID)
             link.baudrate = baud
         else:
@@ -111,10 +109,9 @@ class SerialDoor:
 
 
 def _reappeared(link: ByteLink, usb_id: str) -> ByteLink:
-    reopen = getattr(link, "reappear", None)
-    if reopen is None:
-        return link
-    return reopen(usb_id, REBOOT_WAIT)
+    from flashsh.transports.serial import SerialLink, reappear
+
+    return reappear(link, usb_id, REBOOT_WAIT) if isinstance(link, SerialLink) else link
 
 
 def _poll(attempt, where: str) -> Katapult:

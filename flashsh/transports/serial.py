@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import time
 from typing import Any
 
 import serial
@@ -128,6 +129,43 @@ class SerialLink(ByteLink):
     def close(self) -> None:
         with contextlib.suppress(OSError, serial.SerialException):
             self.port.close()
+
+
+def _usb_port(location: str) -> str:
+    """The USB port part of a location (``1-1.3:1.0`` -> ``1-1.3``): the same after the
+    board re-enumerates as another firmware."""
+    return location.split(":")[0]
+
+
+def reappear(link: SerialLink, usb_id: str, timeout: float) -> SerialLink:
+    """After a USB board was told to reboot into other firmware: the link to the device
+    ``usb_id`` that comes back at the same USB port. Raises TransportError at timeout."""
+    deadline = time.monotonic() + timeout
+    sim = getattr(link.port, "sim", None)
+    if sim is not None:  # a simulated board re-enumerates behind the same port object
+        while getattr(sim, "usb_id", None) != usb_id and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return link
+    from serial.tools import list_ports
+
+    device = getattr(link.port, "port", "") or ""
+    old = usb_port_info(device)
+    where = _usb_port(old[1]) if old else None
+    baud = link.baudrate
+    link.close()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        for info in list_ports.comports():
+            found = f"{info.vid:04x}:{info.pid:04x}" if info.vid is not None else ""
+            if found == usb_id and (where is None or _usb_port(info.location or "") == where):
+                try:
+                    return open_serial(info.device, baud, reset_lines=False)
+                except TransportError:
+                    break  # udev may not have set the permissions yet: look again
+    raise TransportError(
+        f"no USB device {usb_id} came back in place of {link.description}",
+        "check `flashsh -c ports`; the board may have started another bootloader",
+    )
 
 
 def usb_port_info(device: str) -> tuple[str, str] | None:
