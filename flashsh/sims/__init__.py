@@ -25,8 +25,6 @@ def sim_class(name: str) -> type:
     try:
         spec = SIMS[name.lower()]
     except KeyError:
-        raise ValueError(
-            f"no simulator for protocol {name!r}; valid: {', '.join(SIMS)}"
-        ) from None
+        raise ValueError(f"no simulator for protocol {name!r}; valid: {', '.join(SIMS)}") from None
     module, _, cls = spec.partition(":")
     return getattr(importlib.import_module(module), cls)
