@@ -162,7 +162,7 @@ def main() -> None:
                 f"chip time in the write limit {chip:.2f} s"
             )
         print()
-        print("Katapult over a UART at 250000 baud (simulated pty, program + verify + start)")
+        print("Katapult over a UART at 250000 baud, simulated (program + verify + start)")
         # Each block: SEND_BLOCK 76 + ACK 16 + REQUEST_BLOCK 12 + ACK 80 bytes, 10 bits each,
         # one after another (stop and wait), plus the chip's time.
         wire = blocks * (76 + 16 + 12 + 80) * 10 / 250000

@@ -78,7 +78,7 @@ class Session:
         if report:
             report(f"looking for node {uuid} on {bus.description}")
         try:
-            return cls(open_can_node(bus, uuid), uuid)
+            return cls(open_can_node(bus, uuid, options.chip), uuid)
         except BaseException:
             bus.close()
             raise

@@ -119,7 +119,9 @@ class FlashShell(cmd2.Cmd):
             self.prompt = "flashsh> "
         else:
             where = _short_target(self.session.target)
-            self.prompt = f"flashsh {self.session.info.chip}@{where}> "
+            info = self.session.info
+            what = info.chip if info.chip != "unknown" else info.protocol
+            self.prompt = f"flashsh {what}@{where}> "
 
     def confirm(self, question: str) -> bool:
         """Ask before destroying data. --yes, scripts and -c count as consent: the user

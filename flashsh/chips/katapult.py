@@ -86,3 +86,20 @@ def katapult_flash(mcu: str, app_start: int, block_size: int) -> KatapultFlash:
         family["erase_ms"],
         min_page=family.get("min_page", 0),
     )
+
+
+def katapult_flash_of_part(mcu: str, part: str) -> KatapultFlash:
+    """The exact flash of an STM32 part the user named (``--chip stm32f103rc``), from
+    flashsh's STM32 data. Raises TargetError for an unknown part or another line."""
+    from flashsh.chips.stm32 import stm32_part
+    from flashsh.errors import TargetError
+
+    chip = stm32_part(part)
+    if not mcu.lower().startswith(chip.name.lower()[:9]):
+        raise TargetError(
+            f"--chip {part} is not the line this Katapult was built for ({mcu})",
+            "name the part on the board, e.g. --chip stm32f103rc for a " + mcu,
+        )
+    units = tuple((u.address, u.end) for u in chip.erase_units)
+    slowest = max(chip.erase_ms(u)[1] for u in chip.erase_units)
+    return KatapultFlash(mcu, chip.flash_base, chip.flash_size, units, int(slowest), True, "--chip")

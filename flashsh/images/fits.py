@@ -25,7 +25,7 @@ def check_fits(image: Image, memory_map: MemoryMap, *, allow_bootloader: bool = 
         raise ImageError(
             f"{name} is larger than the {region.name}: {human_size(image.size)} of data, "
             f"the {region.name} holds {human_size(region.size)}",
-            "check that it was built for this chip",
+            memory_map.size_hint or "check that it was built for this chip",
         )
     if image.start < region.start:
         raise ImageError(
@@ -40,9 +40,12 @@ def check_fits(image: Image, memory_map: MemoryMap, *, allow_bootloader: bool = 
         raise ImageError(
             f"{name}: data beyond the chip's {region.name} at {hexaddr(beyond)} "
             f"({region.name} ends at {last})",
-            "check the address given"
-            if image.format == "bin"
-            else "check that it was built for this chip",
+            memory_map.size_hint
+            or (
+                "check the address given"
+                if image.format == "bin"
+                else "check that it was built for this chip"
+            ),
         )
     if region.name == "flash" and memory_map.bootloader and not allow_bootloader:
         _check_bootloader(image, memory_map, name)

@@ -62,6 +62,8 @@ class MemoryMap:
     app_start: int = 0
     #: The bootloader starts only an image that begins exactly at ``app_start``.
     app_start_fixed: bool = False
+    #: Said when an image is too large, where the flash size is a guess.
+    size_hint: str | None = None
 
     def region(self, key: str | int) -> Region:
         """Find a region by name (``flash``) or OpenOCD-style bank number (``0``)."""

@@ -18,7 +18,7 @@ import struct
 import time
 from typing import Protocol
 
-from flashsh.chips.katapult import KatapultFlash, katapult_flash
+from flashsh.chips.katapult import KatapultFlash, katapult_flash, katapult_flash_of_part
 from flashsh.errors import FlashshError, NoAnswerError, ProtocolError, TargetError
 from flashsh.numbers import hexaddr
 from flashsh.protocols import katapult_frame as kf
@@ -74,9 +74,18 @@ class Katapult(Bootloader):
     verify_before_start = True
     after_start = "`bootloader` brings Katapult back"
 
-    def __init__(self, link: ByteLink, *, uuid: str | None = None, door: Door | None = None):
+    def __init__(
+        self,
+        link: ByteLink,
+        *,
+        uuid: str | None = None,
+        door: Door | None = None,
+        chip: str | None = None,
+    ):
         super().__init__(link)
         self.uuid = uuid
+        #: The STM32 part the user named: its real flash size and pages.
+        self.chip = chip
         self.door = door
         self.protocol_version = ""
         self.app_start = 0
@@ -200,7 +209,7 @@ class Katapult(Bootloader):
     @classmethod
     def probe(cls, link: ByteLink, *, reset: bool, chip: str | None = None) -> Katapult | None:
         """CONNECT changes nothing on a node; another bootloader sees 8 junk bytes."""
-        self = cls(link)
+        self = cls(link, chip=chip)
         link.drain(quiet=0.01, limit=0.1)
         try:
             self.connect(timeout=PROBE_TIMEOUT, attempts=2)
@@ -225,7 +234,10 @@ class Katapult(Bootloader):
         strings = _strings(reply.payload[16:])
         self.mcu = strings[0] if strings else "unknown"
         self.software_version = strings[1] if len(strings) > 1 else "?"
-        self.flash = katapult_flash(self.mcu, self.app_start, self.block_size)
+        if self.chip:
+            self.flash = katapult_flash_of_part(self.mcu, self.chip)
+        else:
+            self.flash = katapult_flash(self.mcu, self.app_start, self.block_size)
         if self.uuid is not None:
             self._check_uuid()
 
@@ -260,7 +272,8 @@ class Katapult(Bootloader):
             "software_version": self.software_version,
             "block_size": self.block_size,
             "application_start": hexaddr(self.app_start),
-            "flash_size": f"{self.flash.size // 1024} KiB ({self.flash.size_source})",
+            "flash_size": f"{self.flash.size // 1024} KiB ({self.flash.size_source}"
+            + ("; --chip names the part for its real size)" if not self.chip else ")"),
         }
         if self.uuid:
             details["uuid"] = self.uuid
@@ -289,6 +302,10 @@ class Katapult(Bootloader):
             bootloader=(flash.base, self.app_start) if self.app_start > flash.base else None,
             app_start=self.app_start,
             app_start_fixed=True,
+            size_hint=None
+            if self.chip
+            else f"Katapult does not report the flash size; {flash.size // 1024} KiB is the "
+            f"{self.mcu} build's default: name the part on the board with --chip",
         )
 
     def erase_units(self, region: Region, start: int, end: int) -> list[tuple[int, int]]:
@@ -358,11 +375,21 @@ class Katapult(Bootloader):
                 "not read back",
                 "run `verify_image FILE` first, or `program FILE verify reset`",
             )
+        first = self.read(
+            Region("flash", self.app_start, self.block_size, self.block_size, 1), self.app_start, 4
+        )
+        if first in (b"\xff" * 4, b"\x00" * 4):
+            # COMPLETE jumps to the application without Katapult's usual blank check
+            # (katapult src/generic/armcm_canboot.c): a blank vector table hangs the core.
+            raise TargetError(
+                f"not starting the application: flash at {hexaddr(self.app_start)} is blank",
+                "program an image first; the node stays in Katapult",
+            )
         # The ACK may be what was lost: the node starts 100 ms after sending it.
         with contextlib.suppress(NoAnswerError):
             self.exchange(kf.COMPLETE, attempts=2)
-        # Katapult answers, then resets 100 ms later; until then it would still answer
-        # a request meant for the application.
+        # Katapult answers, then resets 100 ms later: "application started" is true only
+        # after that, and until then Katapult would answer a request meant for Klipper.
         time.sleep(COMPLETE_SETTLE)
 
     def request_bootloader(self) -> Katapult:

@@ -27,9 +27,10 @@ KLIPPER_USB_ID = "1d50:614e"
 class CanDoor:
     """A node on a CAN bus, addressed by its UUID."""
 
-    def __init__(self, bus: CanBus, uuid: str) -> None:
+    def __init__(self, bus: CanBus, uuid: str, chip: str | None = None) -> None:
         self.bus = bus
         self.uuid = uuid
+        self.chip = chip
 
     def katapult(self, *, timeout: float = 0.4, attempts: int = 2) -> Katapult:
         """Clear ids, give this UUID the node id, CONNECT. Raises NoAnswerError."""
@@ -37,7 +38,7 @@ class CanDoor:
         time.sleep(ASSIGN_SETTLE)
         self.bus.assign(self.uuid)
         time.sleep(ASSIGN_SETTLE)
-        node = Katapult(self.bus.node_link(self.uuid), uuid=self.uuid, door=self)
+        node = Katapult(self.bus.node_link(self.uuid), uuid=self.uuid, door=self, chip=self.chip)
         node.connect(timeout=timeout, attempts=attempts)
         node.how = f"UUID {self.uuid} given node id 0x81 on {self.bus.description}"
         return node
@@ -58,10 +59,10 @@ class CanDoor:
         return _poll(lambda: self.katapult(timeout=POLL_TIMEOUT, attempts=1), self.uuid)
 
 
-def open_can_node(bus: CanBus, uuid: str) -> Bootloader:
+def open_can_node(bus: CanBus, uuid: str, chip: str | None = None) -> Bootloader:
     """The Katapult session for ``uuid``, or a KlipperApplication when the node answers
     a query as Klipper. Raises NoAnswerError naming what to check."""
-    door = CanDoor(bus, uuid)
+    door = CanDoor(bus, uuid, chip)
     try:
         return door.katapult()
     except NoAnswerError:
@@ -80,8 +81,9 @@ def open_can_node(bus: CanBus, uuid: str) -> Bootloader:
 class SerialDoor:
     """A board on a serial port: a UART at the link's rate, or USB-CDC."""
 
-    def __init__(self, link: ByteLink) -> None:
+    def __init__(self, link: ByteLink, chip: str | None = None) -> None:
         self.link = link
+        self.chip = chip
 
     def request_bootloader(self, current: Bootloader) -> Katapult:
         from flashsh.protocols.klipper import request_serial_bootloader, touch_1200
@@ -102,7 +104,7 @@ class SerialDoor:
         return ""  # a port has no roll call; the error says what to check
 
     def katapult(self, link: ByteLink) -> Katapult:
-        node = Katapult(link, door=self)
+        node = Katapult(link, door=self, chip=self.chip)
         node.connect(timeout=POLL_TIMEOUT, attempts=1)
         node.how = "CONNECT answered after Klipper's bootloader request"
         return node

@@ -47,7 +47,7 @@ class KlipperApplication(Bootloader):
         found = probe_klipper(link)
         if found is None:
             return None
-        return cls(link, SerialDoor(link), mcu=found.mcu, version=found.version)
+        return cls(link, SerialDoor(link, chip), mcu=found.mcu, version=found.version)
 
     def identify(self) -> TargetInfo:
         details: dict[str, object] = {"firmware": f"Klipper {self.version or '(version unknown)'}"}

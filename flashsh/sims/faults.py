@@ -27,6 +27,17 @@ Resp_STK_NOSYNC = 0x15
 FAULT_KINDS = ("drop", "corrupt", "stop", "nosync", "failed", "dead")
 
 
+def fault_count(item: str, kind: str, arg: str, *, least: int = 1) -> int:
+    """The N of a ``kind:N`` fault. Raises ValueError naming the item."""
+    try:
+        n = int(arg, 0)
+    except ValueError:
+        raise ValueError(f"fault {item!r} needs a number, like {kind}:3") from None
+    if n < least:
+        raise ValueError(f"fault {item!r}: counts start at {least}")
+    return n
+
+
 @dataclass
 class Faults:
     """The faults one simulator shows; empty means a healthy board."""
@@ -63,12 +74,7 @@ class Faults:
                 raise ValueError("fault 'dead' takes no number")
             self.dead = True
             return
-        try:
-            n = int(arg, 0)
-        except ValueError:
-            raise ValueError(f"fault {item!r} needs a number, like {kind}:10") from None
-        if n < 1 and kind != "stop":
-            raise ValueError(f"fault {item!r}: counts start at 1")
+        n = fault_count(item, kind, arg, least=0 if kind == "stop" else 1)
         if kind == "stop":
             self.stop_after = n if self.stop_after is None else min(self.stop_after, n)
         else:

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from flashsh.sims.faults import fault_count
+
 COUNTED = ("drop", "dup", "respdrop", "respdup", "crc", "nack", "busy", "reboot")
 FLAGS = ("silent", "baduuid", "collide")
 CAN_ONLY = ("drop", "dup", "baduuid", "collide")
@@ -58,13 +60,7 @@ class NodeFaults:
                 raise ValueError(f"fault {kind!r} takes no number")
             self.flags.add(kind)
             return
-        try:
-            n = int(arg, 0)
-        except ValueError:
-            raise ValueError(f"fault {item!r} needs a number, like {kind}:3") from None
-        if n < 1:
-            raise ValueError(f"fault {item!r}: counts start at 1")
-        self.counted[kind].add(n)
+        self.counted[kind].add(fault_count(item, kind, arg))
 
     def hit(self, kind: str, n: int) -> bool:
         return n in self.counted[kind]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flashsh.sims.faults import Faults
+from flashsh.sims.faults import Faults, fault_count
 from flashsh.sims.stk500v2_frame import STATUS_CMD_FAILED, frame
 
 MESSAGE_FAULTS = ("badsum", "badseq", "failed", "silent", "cksumerr")
@@ -52,13 +52,7 @@ class Stk500v2Faults(Faults):
                 f"unknown fault {item!r} for STK500v2; valid: drop:N, corrupt:N, stop:N, "
                 "dead, badsum:N, badseq:N, failed:N, silent:N, cksumerr:N"
             )
-        try:
-            n = int(arg, 0)
-        except ValueError:
-            raise ValueError(f"fault {item!r} needs a number, like {kind}:3") from None
-        if n < 1:
-            raise ValueError(f"fault {item!r}: counts start at 1")
-        getattr(self, kind).add(n)
+        getattr(self, kind).add(fault_count(item, kind, arg))
 
     def __bool__(self) -> bool:
         mine = self.badsum or self.badseq or self.silent or self.cksumerr

@@ -19,7 +19,7 @@ from dataclasses import replace
 from flashsh.chips.stm32 import Stm32Chip, stm32_by_pid, stm32_part
 from flashsh.errors import FlashshError, TargetError
 from flashsh.sims.board import UartBoard, number_option
-from flashsh.sims.faults import Faults
+from flashsh.sims.faults import Faults, fault_count
 from flashsh.sims.mcu import EXTRF, PORF, Mcu
 from flashsh.sims.stm32_flash import Stm32Memory
 from flashsh.sims.stm32_rom import RomFaults, RomTiming, Stm32Rom
@@ -64,13 +64,7 @@ def parse_faults(specs: list[str]) -> tuple[Faults, RomFaults]:
         if kind in LINE_FAULTS:
             line.append(item)
         elif kind in ROM_FAULTS:
-            try:
-                n = int(arg, 0)
-            except ValueError:
-                raise ValueError(f"fault {item!r} needs a number, like {kind}:3") from None
-            if n < 1:
-                raise ValueError(f"fault {item!r}: counts start at 1")
-            rom[kind].add(n)
+            rom[kind].add(fault_count(item, kind, arg))
         else:
             raise ValueError(
                 f"unknown fault {item!r} for STM32; valid: drop:N, corrupt:N, stop:N, dead, "

@@ -364,3 +364,28 @@ def test_send_errors_say_what_to_do(code, words):
 
     exc = can.CanOperationError(f"Failed to transmit: [Errno {code}] x", error_code=code)
     assert words in str(send_error("can0", 1_000_000, exc))
+
+
+def test_reset_refuses_a_blank_application_area():
+    # COMPLETE jumps to the application without Katapult's blank check: it would hang.
+    d = driver()
+    d.ok(f"connect {KATAPULT}")
+    error = d.error("reset")
+    assert "flash at 0x08002000 is blank" in error
+    node = sim_node(d, KATAPULT)
+    assert node.state == "bootloader" and not node.logged("COMPLETE")
+    d.close()
+
+
+def test_flash_size_is_a_default_until_chip_names_the_part(tmp_path):
+    path = image(tmp_path, 60000)
+    url = f"sim://can?node=katapult:{KATAPULT},flash_kib=256&throttle=0"
+    result = flashsh("--can-channel", url, "-c", f"program {path} verify", KATAPULT)
+    assert result.returncode == 1
+    assert "64 KiB is the stm32f103xe build's default" in result.stderr
+    assert "--chip" in result.stderr
+    result = flashsh(
+        "--chip", "stm32f103rc", "--can-channel", url, "-c", f"program {path} verify", KATAPULT
+    )
+    assert result.returncode == 0, result.stderr
+    assert "wrote 938 of 938 pages" in result.stdout
