@@ -168,3 +168,48 @@ def test_flash_by_uuid_through_an_slcan_adapter(slcan_bus, tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "now in Katapult" in result.stdout and "verified; application started" in result.stdout
+
+
+def test_wrong_bitrate_on_an_slcan_adapter_is_named(tmp_path):
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "flashsh.sims", "can",
+            "--node", "katapult:aabbccddeeff", "--bitrate", "500000", "--throttle", "0",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        path = server.stdout.readline().strip()
+        result = flashsh(
+            "--can-interface", "slcan", "--can-channel", path, "-c", "query --timeout 0.3"
+        )  # the default 1000000: nobody on the bus hears it
+        assert result.returncode == 1
+        assert "no CAN node answered" in result.stderr and "bitrate" in result.stderr
+        result = flashsh(
+            "--can-interface", "slcan", "--can-channel", path, "--bitrate", "500000",
+            "-c", "query --timeout 0.3",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+
+
+def test_python_can_configuration_file_names_the_bus(tmp_path):
+    # python-can reads ~/.canrc when flashsh is given no CAN options.
+    bus = "sim://can?node=katapult:aabbccddeeff&throttle=0"
+    (tmp_path / ".canrc").write_text(f"[default]\ninterface = virtual\nchannel = {bus}\n")
+    import os
+
+    env = {**os.environ, "HOME": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "flashsh", "-c", "query --timeout 0.3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "aabbccddeeff  Katapult" in result.stdout
