@@ -111,36 +111,3 @@ def parse(frame: bytes | bytearray) -> Frame:
     if crc16(body) != got:
         raise FrameError(f"bad CRC {got:04x} (computed {crc16(body):04x})")
     return Frame(body[0], body[2:])
-
-
-class FrameReader:
-    """Pulls frames out of a byte stream whose boundaries carry no meaning (CAN pieces,
-    USB packets). Bytes before a header are skipped, as the host tool does."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-        self.skipped = 0
-
-    def feed(self, data: bytes) -> None:
-        self.buffer += data
-
-    def clear(self) -> None:
-        self.buffer.clear()
-
-    def next_frame(self) -> bytes | None:
-        """The next complete candidate frame (unchecked), or None if more bytes are needed."""
-        start = self.buffer.find(HEADER)
-        if start < 0:
-            # Keep a trailing 0x01 that may be the first half of a header.
-            keep = 1 if self.buffer[-1:] == HEADER[:1] else 0
-            self.skipped += len(self.buffer) - keep
-            del self.buffer[: len(self.buffer) - keep]
-            return None
-        self.skipped += start
-        del self.buffer[:start]
-        length = frame_length(self.buffer)
-        if length is None or len(self.buffer) < length:
-            return None
-        frame = bytes(self.buffer[:length])
-        del self.buffer[:length]
-        return frame
