@@ -19,7 +19,9 @@ import time
 from typing import Protocol
 
 from flashsh.chips.katapult import KatapultFlash, katapult_flash, katapult_flash_of_part
-from flashsh.errors import FlashshError, NoAnswerError, ProtocolError, TargetError
+from flashsh.errors import FlashshError, ImageError, NoAnswerError, ProtocolError, TargetError
+from flashsh.images.image import Image
+from flashsh.images.klipper_dict import klipper_build
 from flashsh.numbers import hexaddr
 from flashsh.protocols import katapult_frame as kf
 from flashsh.protocols.base import Bootloader, Capability, MemoryMap, Region, TargetInfo
@@ -313,6 +315,15 @@ class Katapult(Bootloader):
         return self.flash.units_between(start, end)
 
     # ------------------------------------------------------------------ memory
+
+    def check_image(self, image: Image) -> None:
+        build = klipper_build(image)
+        if build is not None and self.mcu and build.mcu.lower() != self.mcu.lower():
+            raise ImageError(
+                f"{image.source or 'the image'} is Klipper {build.version} built for "
+                f"{build.mcu}, but this Katapult runs on {self.mcu}",
+                "build Klipper for this board (make menuconfig: the micro-controller)",
+            )
 
     def read(self, region: Region, address: int, length: int) -> bytes:
         out = bytearray()
