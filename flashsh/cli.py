@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--protocol",
         default="auto",
-        help="stk500v1, stk500v2, stm32, katapult, klipper or auto (default: detect)",
+        help="stk500v1, stk500v2, stm32, katapult, klipper, samba or auto (default: detect)",
     )
     parser.add_argument(
         "--entry",

@@ -68,7 +68,10 @@ def _read_twice_if_different(
     bootloader: Bootloader, region: Region, address: int, expected: bytes
 ) -> bytes:
     """Read back; on a mismatch read once more, so that a byte garbled on the line is not
-    reported as a flash that differs."""
+    reported as a flash that differs. A bootloader that checks on the chip (a CRC)
+    spares the read when the data matches."""
+    if bootloader.crc_matches(region, address, expected):
+        return expected
     actual = bootloader.read(region, address, len(expected))
     if actual != expected:
         actual = bootloader.read(region, address, len(expected))
@@ -85,15 +88,19 @@ def program(
     *,
     verify: bool = False,
     diff: bool = False,
+    force: bool = False,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> dict[str, object]:
     """Write an image page by page; with ``diff`` read first and write only what differs;
     with ``verify`` read back what was written. Raises ImageError before touching the chip
-    when the image does not fit, Interrupted on Ctrl-C, VerifyError on a mismatch."""
+    when the image does not fit, or (unless ``force``) cannot run where it is placed;
+    Interrupted on Ctrl-C, VerifyError on a mismatch."""
     progress = progress or NoProgress()
     memory = session.memory_map
     check_fits(image, memory)
+    if not force:
+        session.bootloader.check_image(image)
     region = memory.region_for(image.start)
     if "w" not in region.access:
         raise TargetError(f"{region.name} is read-only on this target")
@@ -233,7 +240,9 @@ def _pages_that_differ(
     try:
         for address, data in pages:
             _check_cancel(cancel, [], region.page_size, "comparing (nothing written)")
-            if bootloader.read(region, address, len(data)) != data:
+            if bootloader.crc_matches(region, address, data):
+                pass
+            elif bootloader.read(region, address, len(data)) != data:
                 differ.append((address, data))
             progress.advance(len(data))
     finally:

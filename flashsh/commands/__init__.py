@@ -12,6 +12,7 @@ def all_command_sets() -> list[cmd2.CommandSet]:
     from flashsh.commands.fuses import FuseCommands
     from flashsh.commands.memory import MemoryCommands
     from flashsh.commands.misc import MiscCommands
+    from flashsh.commands.sam import SamCommands
     from flashsh.commands.target import TargetCommands
 
     return [
@@ -22,4 +23,5 @@ def all_command_sets() -> list[cmd2.CommandSet]:
         BurnCommands(),
         TargetCommands(),
         CanCommands(),
+        SamCommands(),
     ]

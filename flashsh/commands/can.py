@@ -83,6 +83,10 @@ class CanCommands(cmd2.CommandSet[FlashShell]):
     def do_bootloader(self, args: argparse.Namespace) -> None:
         """Reboot a board running Klipper into Katapult and connect to it."""
         session = self._cmd.require_session()
+        question = session.bootloader.request_warning()
+        if question and not self._cmd.confirm(question):
+            self._cmd.fail("nothing done: the answer was not yes")
+            return
         changed = session.request_bootloader()
         self._cmd.update_prompt()
         info = session.info

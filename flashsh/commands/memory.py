@@ -16,7 +16,7 @@ from flashsh.progress import ctrl_c_stops_between_pages
 from flashsh.protocols.base import Capability, Region
 from flashsh.shell import FlashShell
 
-PROGRAM_WORDS = ("verify", "diff", "reset")
+PROGRAM_WORDS = ("verify", "diff", "reset", "force")
 
 
 def region_choices(app: FlashShell) -> Choices:
@@ -76,13 +76,14 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
         epilog="Words and address may come in any order: "
         "`program klipper.bin verify 0x0`. `diff` reads the chip first and writes only "
         "the pages that differ; `verify` reads back what was written; `reset` starts "
-        "the application afterwards. A .bin without ADDRESS goes to the application start.",
+        "the application afterwards; `force` writes an image whose vector table does not "
+        "fit the application start. A .bin without ADDRESS goes to the application start.",
     )
     program_parser.add_argument("file", completer=cmd2.Cmd.path_complete, help="image file")
     program_parser.add_argument(
         "words",
         nargs="*",
-        metavar="[ADDRESS] [diff] [verify] [reset]",
+        metavar="[ADDRESS] [diff] [verify] [reset] [force]",
         choices_provider=program_word_choices,
         help="options in any order",
     )
@@ -105,6 +106,7 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
                 verify="verify" in flags
                 or ("reset" in flags and session.bootloader.verify_before_start),
                 diff="diff" in flags,
+                force="force" in flags,
                 progress=self._cmd.progress(),
                 cancel=cancel,
             )

@@ -21,18 +21,31 @@ from flashsh.transports.can import CanOptions
 #: bootloaders listen for about a second after reset and a 0x7F ends optiboot's wait
 #: (it starts the application when the byte after an unknown command is not 0x20),
 #: while the ROM waits for its 0x7F for ever. The price, and how --protocol stm32 and
-#: --entry avoid it, is in docs/stm32.md ("Auto-detection").
+#: --entry avoid it, is in docs/stm32.md ("Auto-detection"). SAM-BA goes last as well:
+#: its N# and V# are unknown bytes to the others, while their probes could leave the
+#: monitor's parser holding a command letter that a stray '#' would run.
 SERIAL_PROTOCOLS: dict[str, str] = {
     "stk500v1": "flashsh.protocols.stk500v1:Stk500v1",
     "stk500v2": "flashsh.protocols.stk500v2:Stk500v2",
     "stm32": "flashsh.protocols.stm32_uart:Stm32Uart",
     "katapult": "flashsh.protocols.katapult:Katapult",
     "klipper": "flashsh.protocols.klipper_app:KlipperApplication",
+    "samba": "flashsh.protocols.samba:Samba",
 }
 
 #: A USB device that names its firmware: only that protocol is tried. Katapult and
-#: Klipper (facts: docs/can.md) ignore the baud rate on USB.
-USB_PROTOCOLS: dict[str, str] = {"1d50:6177": "katapult", "1d50:614e": "klipper"}
+#: Klipper (facts: docs/can.md) ignore the baud rate on USB. SAM-BA: the SAM3/SAM4 ROM
+#: monitor, the Arduino Zero bootloader, and Arduino Due/Zero ports whose sketch reboots
+#: into the monitor on a 1200-baud touch (flashsh.protocols.samba_entry).
+USB_PROTOCOLS: dict[str, str] = {
+    "1d50:6177": "katapult",
+    "1d50:614e": "klipper",
+    "03eb:6124": "samba",
+    "2341:004d": "samba",
+    "2341:003e": "samba",
+    "2341:003d": "samba",
+    "2341:804d": "samba",
+}
 
 #: A probe that needs no reset of its own right after another one at the same baud rate:
 #: the STK500v1 probe resets the board and its GET_SYNC bytes keep a Mega 2560 bootloader

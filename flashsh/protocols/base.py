@@ -11,11 +11,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Flag, auto
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from flashsh.errors import TargetError, UnsupportedError
 from flashsh.numbers import hexaddr
 from flashsh.transports.base import ByteLink
+
+if TYPE_CHECKING:
+    from flashsh.images import Image
 
 
 class Capability(Flag):
@@ -156,6 +159,22 @@ class Bootloader(ABC):
     @abstractmethod
     def write_page(self, region: Region, address: int, data: bytes) -> None:
         """Write exactly one page at a page-aligned absolute address."""
+
+    def crc_matches(self, region: Region, address: int, data: bytes) -> bool | None:
+        """Whether the chip holds ``data`` at ``address``, checked on the chip (a CRC)
+        without reading it back; None when the bootloader cannot tell. A False is
+        followed by a read-back, which names the first difference."""
+        return None
+
+    def check_image(self, image: Image) -> None:
+        """Raise ImageError when the image cannot run on this target as placed (a
+        vector table made for another address, a Klipper build for another MCU).
+        ``program ... force`` skips this."""
+        return None
+
+    def request_warning(self) -> str | None:
+        """The question to ask before ``request_bootloader`` when it destroys data."""
+        return None
 
     def finish_writes(self) -> None:
         """Called once after the last page of a transfer (Katapult: SEND_EOF, which

@@ -116,13 +116,15 @@ def test_detection_gives_each_probe_its_format_and_tries_the_stm32_last():
     order = list(dict.fromkeys(firsts))
     # GET_SYNC (30 20) and the STK500v2 sign-on (1B ...) at 8N1; the ROM's 0x7F at 8E1,
     # after every AVR probe; then Katapult's CONNECT (01 88 ...) and Klipper's sync byte
-    # (7E), back at 8N1.
+    # (7E), back at 8N1; SAM-BA's N# and V# last.
     assert order == [
         ("8N1", "30"),
         ("8N1", "1b"),
         ("8E1", "7f"),
         ("8N1", "01"),
         ("8N1", "7e"),
+        ("8N1", "4e"),
+        ("8N1", "56"),
     ]
     assert all(fmt == "8E1" for fmt, data in link.log if data == b"\x7f")
     assert "stm32@115200" in str(err.value)
