@@ -114,3 +114,122 @@ class FakeSamd21(ScriptedLink):
         elif c == "Z":
             return b"Z%08X#\n\r" % crc16_xmodem(self._peek(a, n))
         return b""
+
+
+class _Sam3xBus:
+    """Word access for the copy routine: SRAM, and stores into flash going to the
+    plane's latch (which wraps per page), as on the EEFC."""
+
+    def __init__(self, fake: FakeSam3x) -> None:
+        self.fake = fake
+
+    def get(self, address: int, default: int = 0) -> int:
+        return struct.unpack("<I", self.fake._peek(address, 4))[0]
+
+    def __getitem__(self, address: int) -> int:
+        return self.get(address)
+
+    def __setitem__(self, address: int, value: int) -> None:
+        self.fake._poke(address, struct.pack("<I", value))
+
+    def __contains__(self, address: int) -> bool:
+        return self.fake.latch_writes.count(address) > 0
+
+
+class FakeSam3x(ScriptedLink):
+    """The SAM3X8E ROM monitor on its native USB port: raw S/R, G runs the routine
+    through the Thumb decoder, two EEFC planes, GPNVM, RSTC."""
+
+    description = "fake-sam3x"
+    BASE, SIZE, PAGE = 0x80000, 0x80000, 256
+    EEFC = (0x400E0A00, 0x400E0C00)
+
+    def __init__(self) -> None:
+        super().__init__(self._feed)
+        self.usb_id = "03eb:6124"
+        self.flash = bytearray(b"\xff" * self.SIZE)
+        self.sram = bytearray(0x10000)
+        self.latch = [bytearray(b"\xff" * self.PAGE) for _ in self.EEFC]
+        self.latch_writes: list[int] = []
+        self.gpnvm = 0
+        self.frr: list[int] = []
+        self.number = self.address = self.pending = self.pending_at = 0
+        self.command = "z"
+        self.log: list[str] = []
+        self.fcr: list[tuple[int, int, int]] = []
+        self.reset_requested = False
+        self.registers = {0xE000ED00: 0x412FC230, 0x400E0940: 0x285E0A60}
+
+    _feed = FakeSamd21._feed
+
+    def _peek(self, address: int, size: int) -> bytes:
+        if self.BASE <= address < self.BASE + self.SIZE:
+            return bytes(self.flash[address - self.BASE : address - self.BASE + size])
+        if address < 0x80000:  # GPNVM1 = 0: the ROM is mapped at 0
+            return struct.pack("<I", 0x20001000)[:size]
+        if SRAM <= address < SRAM + len(self.sram):
+            return bytes(self.sram[address - SRAM : address - SRAM + size])
+        for plane, base in enumerate(self.EEFC):
+            if address == base + 8:
+                return struct.pack("<I", 1)[:size]  # FRDY
+            if address == base + 12 and plane == 0:
+                return struct.pack("<I", self.frr.pop(0) if self.frr else 0)[:size]
+        return struct.pack("<I", self.registers.get(address, 0))[:size]
+
+    def _poke(self, address: int, data: bytes) -> None:
+        if self.BASE <= address < self.BASE + self.SIZE:
+            offset = address - self.BASE
+            plane = offset // (self.SIZE // 2)
+            at = offset % self.PAGE
+            self.latch[plane][at : at + 4] = data
+            self.latch_writes.append(address)
+        elif SRAM <= address < SRAM + len(self.sram):
+            self.sram[address - SRAM : address - SRAM + len(data)] = data
+        elif address == 0x400E1A00 and data == struct.pack("<I", 0xA500000D):
+            self.reset_requested = True
+        else:
+            for plane, base in enumerate(self.EEFC):
+                if address == base + 4:
+                    self._eefc(plane, struct.unpack("<I", data)[0])
+
+    def _eefc(self, plane: int, value: int) -> None:
+        assert value >> 24 == 0x5A, "bad FKEY"
+        cmd, arg = value & 0xFF, (value >> 8) & 0xFFFF
+        self.fcr.append((plane, cmd, arg))
+        start = plane * (self.SIZE // 2) + arg * self.PAGE
+        if cmd in (0x01, 0x03):  # WP, EWP
+            if cmd == 0x03:
+                self.flash[start : start + self.PAGE] = b"\xff" * self.PAGE
+            for i, byte in enumerate(self.latch[plane]):
+                self.flash[start + i] &= byte
+            self.latch[plane][:] = b"\xff" * self.PAGE
+        elif cmd == 0x05:  # EA
+            half = self.SIZE // 2
+            self.flash[plane * half : (plane + 1) * half] = b"\xff" * half
+        elif cmd == 0x0B:
+            self.gpnvm |= 1 << arg
+        elif cmd == 0x0C:
+            self.gpnvm &= ~(1 << arg)
+        elif cmd == 0x0D:
+            self.frr = [self.gpnvm]
+
+    def _run(self) -> bytes:
+        c, n, a = self.command, self.number, self.address
+        self.log.append(f"{c}{a:x},{n:x}")
+        if c == "N":
+            return b"\n\r"
+        if c == "V":
+            return b"v1.1 Dec 15 2010 19:25:04\n\r"
+        if c in "wo":
+            return self._peek(a, 4 if c == "w" else 1)
+        if c == "W":
+            self._poke(a, struct.pack("<I", n))
+        elif c == "S":
+            self.pending, self.pending_at = n, 0
+        elif c == "R":
+            return self._peek(a, n)
+        elif c == "G":
+            from tests.protocols.samba_links import run_thumb
+
+            run_thumb(_Sam3xBus(self), n)  # type: ignore[arg-type]
+        return b""

@@ -95,3 +95,35 @@ def test_reset_goes_through_aircr(session, fake):
     operations.program(session, image(0x2000, firmware(0x2000)))
     session.start_application()
     assert fake.reset_requested
+
+
+def test_sam3x_writes_through_the_copy_routine_on_both_planes_and_sets_gpnvm1():
+    from tests.protocols.samba_fake import FakeSam3x
+
+    fake = FakeSam3x()
+    session = Session(connect(fake), "fake")
+    assert session.info.details["write_path"] == "flashsh copy routine"
+    # 600 bytes at the end of plane 0 and 300 at the start of plane 1.
+    data = bytes((i * 7) & 0xFF for i in range(900))
+    start = 0xC0000 - 0x258
+    operations.program(session, image(start, data, "data.bin"), verify=True)
+    assert bytes(fake.flash[start - 0x80000 : start - 0x80000 + 900]) == data
+    writes = [(plane, arg) for plane, cmd, arg in fake.fcr if cmd == 0x03]  # EWP
+    assert writes == [(0, 1021), (0, 1022), (0, 1023), (1, 0), (1, 1)]
+    # Flash base still blank: GPNVM1 stays clear, the ROM keeps answering.
+    assert fake.gpnvm == 0
+    firmware_at_base = firmware(0x80000, 600)
+    operations.program(session, image(0x80000, firmware_at_base))
+    assert fake.gpnvm == 0b10
+    assert session.bootloader.identify().details["gpnvm1"] == "1 (boot from flash)"
+    session.start_application()
+    assert fake.reset_requested
+
+
+def test_sam3x_mass_erase_is_ea_on_both_planes():
+    from tests.protocols.samba_fake import FakeSam3x
+
+    fake = FakeSam3x()
+    session = Session(connect(fake), "fake")
+    operations.erase(session)
+    assert [(plane, cmd) for plane, cmd, _ in fake.fcr if cmd == 0x05] == [(0, 5), (1, 5)]
