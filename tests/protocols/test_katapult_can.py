@@ -386,3 +386,26 @@ def test_flash_size_is_a_default_until_chip_names_the_part(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "wrote 938 of 938 pages" in result.stdout
+
+
+def klipper_build_image(tmp_path, mcu: str):
+    import zlib
+
+    dictionary = {"app": "Klipper", "version": "v0.12.0-1", "config": {"MCU": mcu}, "commands": {}}
+    body = b"\x00\x50\x00\x20\x01\x21\x00\x08" + random.Random(9).randbytes(900)
+    body += zlib.compress(json.dumps(dictionary).encode(), 9) + b"\xff" * 40
+    path = tmp_path / "klipper.bin"
+    path.write_bytes(body)
+    return path
+
+
+def test_klipper_built_for_another_mcu_is_refused(tmp_path):
+    d = driver()
+    d.ok(f"connect {KATAPULT}")
+    error = d.error(f"program {klipper_build_image(tmp_path, 'stm32g0b1xx')} verify")
+    assert "built for stm32g0b1xx, but this Katapult runs on stm32f103xe" in error
+    assert app_area(sim_node(d, KATAPULT), 64) == b"\xff" * 64
+    path = klipper_build_image(tmp_path, "stm32f103xe")
+    d.ok(f"program {path} verify")
+    assert app_area(sim_node(d, KATAPULT), path.stat().st_size) == path.read_bytes()
+    d.close()
