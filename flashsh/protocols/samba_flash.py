@@ -16,6 +16,7 @@ Every wait is bounded and names the register it waited for.
 from __future__ import annotations
 
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from flashsh.chips.sam import SamChip
@@ -77,7 +78,7 @@ def wait_for(
         time.sleep(0.001)
 
 
-class Controller:
+class Controller(ABC):
     """What the protocol needs from a flash controller."""
 
     def __init__(self, wire: SambaWire, chip: SamChip) -> None:
@@ -103,20 +104,24 @@ class Controller:
     def prepare(self) -> None:
         return None
 
+    @abstractmethod
     def write_page(self, address: int, data: bytes) -> None:
-        raise NotImplementedError
+        """Write one page at a page-aligned address."""
 
+    @abstractmethod
     def erase(self, start: int, end: int) -> None:
-        raise NotImplementedError
+        """Erase the units covering [start, end)."""
 
+    @abstractmethod
     def erase_all(self, start: int) -> None:
-        raise NotImplementedError
+        """Erase everything from ``start`` to the end of flash."""
 
     def reset(self) -> None:
         self.wire.write_word(AIRCR, AIRCR_RESET)
 
+    @abstractmethod
     def security(self) -> bool:
-        raise NotImplementedError
+        """Whether the security bit is set."""
 
 
 class Eefc(Controller):
