@@ -22,6 +22,9 @@ ASSIGN_SETTLE = 0.02
 REJOIN_WINDOW = 0.3
 KATAPULT_USB_ID = "1d50:6177"
 KLIPPER_USB_ID = "1d50:614e"
+#: Klipper on a SAM board without Katapult reboots into the chip's SAM-BA monitor: the
+#: SAM3/SAM4 ROM or the Arduino Zero bootloader (samba_entry).
+SAMBA_USB_IDS = ("03eb:6124", "2341:004d")
 
 
 class CanDoor:
@@ -85,19 +88,22 @@ class SerialDoor:
         self.link = link
         self.chip = chip
 
-    def request_bootloader(self, current: Bootloader) -> Katapult:
+    def request_bootloader(self, current: Bootloader) -> Bootloader:
         from flashsh.protocols.klipper import request_serial_bootloader, touch_1200
 
         link = self.link
-        if link.usb_id is not None:
-            # USB-CDC: Klipper reboots when the line coding becomes 1200 baud with DTR
-            # low; the board then comes back as another USB device.
-            baud = link.baudrate
-            touch_1200(link)
-            link = self.link = _reappeared(link, KATAPULT_USB_ID)
-            link.baudrate = baud
-        else:
+        if link.usb_id is None:
             request_serial_bootloader(link)
+            return _poll(lambda: self.katapult(link), link.description)
+        # USB-CDC: Klipper reboots when the line coding becomes 1200 baud with DTR low,
+        # into Katapult if the board has it, else into the chip's own bootloader (the
+        # SAM-BA monitor on SAM boards); the board comes back as another USB device.
+        baud = link.baudrate
+        touch_1200(link)
+        link = self.link = _reappeared(link, [KATAPULT_USB_ID, *SAMBA_USB_IDS])
+        link.baudrate = baud
+        if link.usb_id in SAMBA_USB_IDS:
+            return _poll(lambda: _samba(link, self.chip), link.description)
         return _poll(lambda: self.katapult(link), link.description)
 
     def rejoin(self) -> str:
@@ -110,13 +116,22 @@ class SerialDoor:
         return node
 
 
-def _reappeared(link: ByteLink, usb_id: str) -> ByteLink:
+def _samba(link: ByteLink, chip: str | None) -> Bootloader:
+    from flashsh.protocols.samba import connect
+
+    found = connect(link, chip)
+    if found is None:
+        raise NoAnswerError(f"the SAM-BA monitor did not answer on {link.description}")
+    return found
+
+
+def _reappeared(link: ByteLink, usb_id: str | list[str]) -> ByteLink:
     from flashsh.transports.serial import SerialLink, reappear
 
     return reappear(link, usb_id, REBOOT_WAIT) if isinstance(link, SerialLink) else link
 
 
-def _poll(attempt, where: str) -> Katapult:
+def _poll(attempt, where: str) -> Bootloader:
     deadline = time.monotonic() + REBOOT_WAIT
     time.sleep(0.05)
     while True:

@@ -6,6 +6,7 @@ import contextlib
 import errno
 import os
 import time
+from collections.abc import Collection
 from typing import Any
 
 import serial
@@ -137,13 +138,15 @@ def _usb_port(location: str) -> str:
     return location.split(":")[0]
 
 
-def reappear(link: SerialLink, usb_id: str, timeout: float) -> SerialLink:
+def reappear(link: SerialLink, usb_id: str | Collection[str], timeout: float) -> SerialLink:
     """After a USB board was told to reboot into other firmware: the link to the device
-    ``usb_id`` that comes back at the same USB port. Raises TransportError at timeout."""
+    ``usb_id`` (or any of several) that comes back at the same USB port. Raises
+    TransportError at timeout."""
+    wanted = {usb_id} if isinstance(usb_id, str) else set(usb_id)
     deadline = time.monotonic() + timeout
     sim = getattr(link.port, "sim", None)
     if sim is not None:  # a simulated board re-enumerates behind the same port object
-        while getattr(sim, "usb_id", None) != usb_id and time.monotonic() < deadline:
+        while getattr(sim, "usb_id", None) not in wanted and time.monotonic() < deadline:
             time.sleep(0.02)
         return link
     from serial.tools import list_ports
@@ -157,13 +160,13 @@ def reappear(link: SerialLink, usb_id: str, timeout: float) -> SerialLink:
         time.sleep(0.1)
         for info in list_ports.comports():
             found = f"{info.vid:04x}:{info.pid:04x}" if info.vid is not None else ""
-            if found == usb_id and (where is None or _usb_port(info.location or "") == where):
+            if found in wanted and (where is None or _usb_port(info.location or "") == where):
                 try:
                     return open_serial(info.device, baud, reset_lines=False)
                 except TransportError:
                     break  # udev may not have set the permissions yet: look again
     raise TransportError(
-        f"no USB device {usb_id} came back in place of {link.description}",
+        f"no USB device {' or '.join(sorted(wanted))} came back in place of {link.description}",
         "check `flashsh -c ports`; the board may have started another bootloader",
     )
 
