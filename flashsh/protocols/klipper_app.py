@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from flashsh.errors import UnsupportedError
-from flashsh.protocols.base import Bootloader, MemoryMap, Region, TargetInfo
+from flashsh.protocols.application import RunningApplication
+from flashsh.protocols.base import Bootloader, TargetInfo
 from flashsh.transports.base import ByteLink
 
 
@@ -17,7 +18,7 @@ class Door(Protocol):
     def request_bootloader(self, current: Bootloader) -> Bootloader: ...
 
 
-class KlipperApplication(Bootloader):
+class KlipperApplication(RunningApplication):
     name = "klipper"
     baudrates = (250000,)
 
@@ -61,24 +62,11 @@ class KlipperApplication(Bootloader):
             details=details,
         )
 
-    def memory_map(self) -> MemoryMap:
-        return MemoryMap(())
-
     def ready(self) -> None:
         raise UnsupportedError(
             f"Klipper firmware is running on {self.where}, not a bootloader",
             "use `bootloader` to reboot it into Katapult",
         )
-
-    def read(self, region: Region, address: int, length: int) -> bytes:
-        self.ready()
-        return b""
-
-    def write_page(self, region: Region, address: int, data: bytes) -> None:
-        self.ready()
-
-    def start_application(self) -> None:
-        return None  # it is running
 
     def request_bootloader(self) -> Bootloader:
         return self.door.request_bootloader(self)

@@ -16,7 +16,8 @@ from __future__ import annotations
 import time
 
 from flashsh.errors import FlashshError, NoAnswerError, UnsupportedError
-from flashsh.protocols.base import Bootloader, MemoryMap, Region, TargetInfo
+from flashsh.protocols.application import RunningApplication
+from flashsh.protocols.base import Bootloader, TargetInfo
 from flashsh.transports.base import ByteLink
 
 #: USB identities of SAM-BA monitors (samba.md §1; uf2-samdx1 boards each have their own
@@ -40,7 +41,7 @@ POLL_EVERY = 0.1
 ROM_BAUD = 115200
 
 
-class SamApplication(Bootloader):
+class SamApplication(RunningApplication):
     """A known SAM board on which an application answers instead of the monitor."""
 
     name = "samba"
@@ -66,9 +67,6 @@ class SamApplication(Bootloader):
             details={"board": self.board},
         )
 
-    def memory_map(self) -> MemoryMap:
-        return MemoryMap(())
-
     def ready(self) -> None:
         erase = " (this port erases the flash first)" if self.usb_id in ERASING_PORTS else ""
         raise UnsupportedError(
@@ -85,16 +83,6 @@ class SamApplication(Bootloader):
                 "(the 16U2 asserts ERASE); go on?"
             )
         return None
-
-    def read(self, region: Region, address: int, length: int) -> bytes:
-        self.ready()
-        return b""
-
-    def write_page(self, region: Region, address: int, data: bytes) -> None:
-        self.ready()
-
-    def start_application(self) -> None:
-        return None  # it runs
 
     def request_bootloader(self) -> Bootloader:
         return touch_into_monitor(
