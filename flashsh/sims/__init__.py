@@ -17,6 +17,7 @@ SIMS: dict[str, str] = {
     "stm32": "flashsh.sims.stm32:Stm32Sim",
     "katapult": "flashsh.sims.katapult:KatapultBoard",
     "klipper": "flashsh.sims.katapult:KlipperBoard",
+    "samba": "flashsh.sims.samba:SambaBoard",
 }
 
 
