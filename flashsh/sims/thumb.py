@@ -26,8 +26,8 @@ MASK = 0xFFFFFFFF
 #: LR while the routine runs: an EXC_RETURN-like value no code address can have, so a
 #: ``bx lr`` (or ``pop {pc}``) to it means "back to the monitor".
 RETURN_MAGIC = 0xFFFFFFF9
-#: A word copy of a 4 KiB buffer takes ~5000 steps; anything far beyond is a runaway.
-DEFAULT_STEP_LIMIT = 2_000_000
+#: A word copy of a 4 KiB buffer takes ~5000 steps; forty times that is a runaway.
+DEFAULT_STEP_LIMIT = 200_000
 
 
 class Memory(Protocol):
