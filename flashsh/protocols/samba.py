@@ -211,13 +211,14 @@ class Samba(Bootloader):
     # ------------------------------------------------------------------ memory
 
     def read(self, region: Region, address: int, length: int) -> bytes:
-        if self.chip.is_eefc and self.wire.usb and region.name == "flash":
+        if self.chip.is_eefc and region.name == "flash":
             return self._read_through_sram(address, length)
         return self.wire.read_memory(address, length)
 
     def _read_through_sram(self, address: int, length: int) -> bytes:
-        """SAM3/SAM4 over USB: copy flash into SRAM with the routine, then ``R`` it,
-        as bossac reads these ROMs (samba.md §11.2)."""
+        """SAM3/SAM4: copy flash into SRAM with the routine, then ``R`` it, as bossac
+        reads these ROMs (samba.md §11.2): the SAM3 ROM answers ``R`` straight from flash
+        with zeros (shumatech/BOSSA src/EefcFlash.cpp ``readPage``)."""
         from flashsh.protocols import samba_applet as applet
 
         base = self.chip.applet
