@@ -37,7 +37,7 @@ def board() -> Iterator:
         port.close()
 
 
-def ask(port: SimPort, text: bytes | str, size: int = 4096, timeout: float = 0.2) -> bytes:
+def ask(port: SimPort, text: bytes | str, size: int = 4096, timeout: float = 0.1) -> bytes:
     """Send ``text`` and return what comes back within ``timeout``."""
     port.write(text.encode() if isinstance(text, str) else text)
     port.timeout = timeout
@@ -146,7 +146,7 @@ def test_y_programs_without_erasing_and_x_spares_bootprot(board):
     ask(port, "Y20004034,0#")
     assert ask(port, "Y00002000,100#") == b"Y\n\r"
     assert port.sim.flash[0x2000:0x2100] == bytes([0x01]) * 256  # AND, no erase
-    assert ask(port, "X00000000#", timeout=2) == b"X\n\r"
+    assert ask(port, "X00000000#", 3, 2) == b"X\n\r"
     assert port.sim.flash[0x2000:] == b"\xff" * (256 * 1024 - 0x2000)
     assert port.sim.monitor_code == boot  # rows under BOOTPROT refused silently
     refused = [c for c in port.sim.chip.nvm.commands if c[2] != "ok"]
@@ -166,7 +166,7 @@ def test_nvmctrl_flags_a_bootprot_violation(board):
 
 def test_bootprot_7_leaves_the_bootloader_unprotected(board):
     port = board("bootprot=7")
-    ask(port, "X00000000#", timeout=2)
+    ask(port, "X00000000#", 3, 2)
     assert port.sim.flash[:0x2000] == b"\xff" * 0x2000
 
 
@@ -378,3 +378,50 @@ def test_uart_g_acknowledges_on_arduino_only(board):
     ask(rom, "W20001010,20008000#")
     ask(rom, "W20001014,20001001#")
     assert ask(rom, "G20001010#") == b""
+
+
+# ---------------------------------------------------------------------------- faults
+
+
+def test_dead_board_and_hang_fault(board):
+    dead = SambaBoard({"fault": ["dead"], "throttle": ["0"]}).start()
+    try:
+        assert dead.wait_for_state("monitor")
+        port = SimPort(dead, 115200)
+        port.timeout = 0.2
+        port.write(b"N#")
+        assert port.read(2) == b""
+    finally:
+        dead.stop()
+    port = board("fault=hang:2")
+    assert ask(port, "N#") == b"\n\r"
+    assert ask(port, "V#") == b""
+    assert port.sim.state == "crashed"
+
+
+def test_rom_resends_an_xmodem_block_the_host_naks(board):
+    port = board("chip=atsam4e8e&link=uart&fault=xcrc:1")
+    ask(port, "W20001000,11223344#")
+    assert ask(port, "R20001000,4#", 10, 0.05) == b""
+    first = ask(port, b"C", 133)
+    assert first[:3] == b"\x01\x01\xfe" and first != xmodem_block(1, bytes.fromhex("44332211"))
+    assert ask(port, b"\x15", 133) == xmodem_block(1, bytes.fromhex("44332211"))
+    assert ask(port, b"\x06", 1) == b"\x04"
+
+
+def test_long_erase_keeps_x_from_answering(board):
+    port = board("throttle=1&erase_ms=5")
+    start = time.monotonic()
+    assert ask(port, "X00030000#", 3, 2.0) == b"X\n\r"
+    # 64 rows of 5 ms each: the reply comes only after all of them.
+    assert time.monotonic() - start >= 64 * 0.005
+
+
+def test_gpnvm_option_boots_flash_at_power_on(tmp_path):
+    board = SambaBoard({"chip": ["at91sam3x8e"], "gpnvm": ["2"], "throttle": ["0"]}).start()
+    try:
+        assert board.wait_for_state("application")
+        assert board.booted == [(0xFFFFFFFF, 0xFFFFFFFF)]  # blank flash: it runs nothing
+        assert board.usb_id is None
+    finally:
+        board.stop()
