@@ -221,6 +221,7 @@ class Samba(Bootloader):
         with zeros (shumatech/BOSSA src/EefcFlash.cpp ``readPage``)."""
         from flashsh.protocols import samba_applet as applet
 
+        self.flash_controller.settle()
         base = self.chip.applet
         out = bytearray()
         first = address - address % 4
@@ -287,7 +288,9 @@ class Samba(Bootloader):
             self.flash_controller.erase_all(self.app_start)
 
     def finish_writes(self) -> None:
-        """SAM3/SAM4: boot from flash from now on, if flash holds a vector table."""
+        """SAM3/SAM4: the last page written, then boot from flash from now on, if flash
+        holds a vector table."""
+        self.flash_controller.settle()
         if self.chip.is_eefc:
             self.ensure_boot_from_flash(quiet=True)
 

@@ -94,6 +94,10 @@ class Controller(ABC):
             )
             self.applet_loaded = True
 
+    def settle(self) -> None:
+        """Wait for a write still running in the controller (see Eefc.write_page)."""
+        return None
+
     def copy(self, dst: int, data: bytes) -> None:
         """Run the copy routine: ``data`` lands at ``dst`` by 32-bit stores."""
         self.load_applet()
@@ -125,15 +129,34 @@ class Controller(ABC):
 
 
 class Eefc(Controller):
+    def __init__(self, wire: SambaWire, chip: SamChip) -> None:
+        super().__init__(wire, chip)
+        #: A page write left running: (plane, command, argument, timeout).
+        self._running: tuple[int, int, int, float] | None = None
+
     def prepare(self) -> None:
         for base in self.chip.eefc:
             self.wire.write_word(base + EEFC_FMR, FMR_VALUE)
 
     def command(self, plane: int, cmd: int, arg: int = 0, timeout: float = EEFC_TIMEOUT) -> None:
-        """Issue ``cmd`` on ``plane`` and wait for FRDY; raise on FCMDE/FLOCKE. FSR's
-        error bits clear when read, so the first read after the command tells."""
+        """Issue ``cmd`` on ``plane`` and wait for FRDY; raise on FCMDE/FLOCKE."""
+        self.settle()
+        self._start(plane, cmd, arg, timeout)
+        self.settle()
+
+    def _start(self, plane: int, cmd: int, arg: int, timeout: float) -> None:
         base = self.chip.eefc[plane]
         self.wire.write_word(base + EEFC_FCR, FKEY << 24 | arg << 8 | cmd)
+        self._running = (plane, cmd, arg, timeout)
+
+    def settle(self) -> None:
+        """Wait for FRDY after the last command; raise on FCMDE/FLOCKE. FSR's error bits
+        clear when read, so the first read that shows FRDY tells."""
+        if self._running is None:
+            return
+        plane, cmd, arg, timeout = self._running
+        self._running = None
+        base = self.chip.eefc[plane]
         fsr = wait_for(
             lambda: self.wire.read_word(base + EEFC_FSR),
             lambda v: bool(v & FSR_FRDY),
@@ -149,10 +172,18 @@ class Eefc(Controller):
             raise TargetError(f"EEFC{plane} refused command 0x{cmd:02x} argument {arg}")
 
     def write_page(self, address: int, data: bytes) -> None:
+        """The page goes into SRAM while the previous page is still being written (the
+        monitor runs from ROM and the latch is apart from SRAM, as bossac overlaps
+        them); then, once FRDY says the latch is free, into the latch, and the write is
+        started and left running. ``settle`` collects its result."""
         plane, page = self.chip.plane_of(address)
-        self.copy(address, data)
+        self.load_applet()
+        base = self.chip.applet
+        self.wire.write_memory(base + applet.PARAMS, applet.frame(base, address, data))
+        self.settle()
+        self.wire.go(base + applet.VECTOR)
         # SAM3X has no EPA: EWP erases and writes in one. SAM4 was erased before.
-        self.command(plane, WP if self.chip.ewp_limit else EWP, page)
+        self._start(plane, WP if self.chip.ewp_limit else EWP, page, EEFC_TIMEOUT)
 
     def erase(self, start: int, end: int) -> None:
         """EPA of 8 pages at a time (SAM4); SAM3X has no page erase (EWP on write)."""
@@ -179,6 +210,7 @@ class Eefc(Controller):
         return bool(self.gpnvm() & 1)
 
     def reset(self) -> None:
+        self.settle()
         self.wire.write_word(self.chip.rstc_cr, RSTC_RESET)
 
 
