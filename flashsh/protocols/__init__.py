@@ -45,6 +45,12 @@ USB_PROTOCOLS: dict[str, str] = {
     "2341:003e": "samba",
     "2341:003d": "samba",
     "2341:804d": "samba",
+    # uf2-samdx1 on Adafruit's SAMD51 boards (boards/*/board_config.h): Metro M4, Feather
+    # M4, ItsyBitsy M4, Grand Central M4; other uf2 boards are found by the probe chain.
+    "239a:0021": "samba",
+    "239a:0022": "samba",
+    "239a:002b": "samba",
+    "239a:0031": "samba",
 }
 
 #: A probe that needs no reset of its own right after another one at the same baud rate:
