@@ -184,3 +184,15 @@ def test_bossac_agrees_with_what_flashsh_wrote(tmp_path, samba_pty):
         timeout=120,
     )
     assert check.returncode != 0
+
+
+@pytest.mark.parametrize("samba_pty", [("atsamd21g18a", [])], indirect=True)
+def test_a_new_user_on_the_port_gets_chip_and_bootloader_found(samba_pty):
+    # A pty has no USB id: the whole probe chain runs, SAM-BA's N# and V# after the AVR
+    # and STM32 probes, and the monitor must still answer them.
+    chip, pty = samba_pty
+    result = flashsh("-c", "info", pty)
+    assert result.returncode == 0, result.stderr
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("connected: ATSAMD21G18A, Arduino bootloader v2.0 (8 KiB)")
+    assert "application start  0x2000" in result.stdout
