@@ -196,3 +196,18 @@ def test_a_new_user_on_the_port_gets_chip_and_bootloader_found(samba_pty):
     first = result.stdout.splitlines()[0]
     assert first.startswith("connected: ATSAMD21G18A, Arduino bootloader v2.0 (8 KiB)")
     assert "application start  0x2000" in result.stdout
+
+
+def test_mass_erase_and_read_bank_spare_the_samd_bootloader(tmp_path):
+    path = firmware(tmp_path, 0x2000, 0x20008000, 3000)
+    d = Driver()
+    d.ok("connect sim://samba?chip=atsamd21g18a&throttle=0")
+    before = d.sim.monitor_code
+    d.ok(f"program {path} verify")
+    out = tmp_path / "back.bin"
+    d.ok(f"read_bank 0 {out} 0x2000 3000")
+    assert out.read_bytes() == path.read_bytes()
+    d.ok("mass_erase")
+    assert at(d.sim, 0, 0x2000, 3000) == b"\xff" * 3000
+    assert d.sim.monitor_code == before
+    d.close()
