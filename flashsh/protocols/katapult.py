@@ -47,13 +47,11 @@ class Door(Protocol):
 
     def request_bootloader(self, bootloader: Katapult) -> Katapult:
         """Ask the running application to reboot into Katapult; return the new session."""
-        ...
 
     def rejoin(self) -> str:
         """After the node fell silent: "katapult" if it is back in Katapult and ready for
         the same command again (a reset cost it its node id), "klipper" if it now runs
         its application, "" if it cannot tell."""
-        ...
 
 
 class _Retry(Exception):

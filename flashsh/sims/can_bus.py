@@ -2,7 +2,7 @@
 
     handle = start_sim_can("sim://can?node=katapult:aabbccddeeff&node=klipper:112233445566")
     bus = can.Bus(interface=handle.interface, channel=handle.channel)
-    ...
+    # frames to and from the nodes on bus
     handle.stop()
 
 Options (``sim://can?...``; the same names in ``python -m flashsh.sims can``):

@@ -16,6 +16,7 @@ flash untouched. Programming only clears bits.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from flashsh.sims.samba_bus import BusFault, Context, Registers, covers, merge
@@ -45,7 +46,7 @@ D21_TIMING = NvmTiming()
 D51_TIMING = NvmTiming(page_write=0.0025, erase=0.020)
 
 
-class Nvm:
+class Nvm(ABC):
     """What both controllers share: flash and user row bytes, page buffer, protection."""
 
     page: int
@@ -79,11 +80,13 @@ class Nvm:
         self.buffer[:] = bytes([ERASED]) * self.page
         self.loaded = False
 
+    @abstractmethod
     def bootprot_size(self) -> int:
-        raise NotImplementedError
+        """Bytes BOOTPROT in the user row protects."""
 
+    @abstractmethod
     def user_locks(self) -> int:
-        raise NotImplementedError
+        """The region lock bits from the user row."""
 
     @property
     def ready(self) -> bool:
@@ -107,8 +110,8 @@ class Nvm:
         self.address = address
         self.after_buffer_write(address, size)
 
-    def after_buffer_write(self, address: int, size: int) -> None:
-        """Automatic writes (MANW = 0 / WMODE)."""
+    def after_buffer_write(self, address: int, size: int) -> None:  # noqa: B027
+        """Automatic writes (MANW = 0 / WMODE); none unless a controller has them."""
 
     # ------------------------------------------------------------------ programming
 
@@ -172,14 +175,17 @@ class Nvm:
         self.ctx.log(f"NVMCTRL {name} at 0x{address:08X} refused: {why}")
         self.flag_lock_error()
 
+    @abstractmethod
     def flag_lock_error(self) -> None:
-        raise NotImplementedError
+        """Set the controller's lock-error flags."""
 
+    @abstractmethod
     def _read(self, offset: int, size: int) -> int | None:
-        raise NotImplementedError
+        """A register read; None for an unknown offset."""
 
+    @abstractmethod
     def _write(self, offset: int, size: int, value: int) -> None:
-        raise NotImplementedError
+        """A register write."""
 
 
 # ---------------------------------------------------------------------------- SAMD21
