@@ -162,9 +162,15 @@ class PtyServer:
     def _serve_watched(self, watch: OpenWatch) -> None:
         while not self._stop.is_set():
             fds = [watch.fd] + ([self.master] if self.client else [])
-            readable, _, _ = select.select(fds, [], [], BUSY_POLL)
+            try:
+                readable, _, _ = select.select(fds, [], [], BUSY_POLL)
+                changes = watch.events()
+            except (OSError, ValueError):
+                if self._stop.is_set():
+                    return  # stop() closed the descriptors under this loop
+                raise
             # Opens first: a client's bytes must reach the board after its reset.
-            for change in watch.events():
+            for change in changes:
                 watch.holders = max(watch.holders + change, 0)
                 if (watch.holders > 0) != self.client:
                     self._edge(watch.holders > 0)
