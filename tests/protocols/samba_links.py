@@ -6,10 +6,10 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable
 
-from flashsh.transports.base import ByteLink
+from inboxlink import InboxLink
 
 
-class ScriptedLink(ByteLink):
+class ScriptedLink(InboxLink):
     """Each write is logged; ``answer(data)`` gives the bytes that arrive after it.
     Reads never wait: an empty inbox is a timeout."""
 
@@ -19,7 +19,7 @@ class ScriptedLink(ByteLink):
         self.answer = answer
         self.replies = list(replies)
         self.sent: list[bytes] = []
-        self.inbox = bytearray()
+        super().__init__()
 
     def write(self, data: bytes) -> None:
         self.sent.append(bytes(data))
@@ -27,28 +27,6 @@ class ScriptedLink(ByteLink):
             self.inbox += self.answer(bytes(data))
         elif self.replies:
             self.inbox += self.replies.pop(0)
-
-    def read(self, size: int, timeout: float) -> bytes:
-        data = bytes(self.inbox[:size])
-        del self.inbox[:size]
-        return self.remember(data)
-
-    def discard_input(self) -> None:
-        self.inbox.clear()
-
-    @property
-    def baudrate(self) -> int:
-        return 115200
-
-    @baudrate.setter
-    def baudrate(self, value: int) -> None:
-        pass
-
-    def set_lines(self, *, dtr: bool | None = None, rts: bool | None = None) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 def run_thumb(memory: dict[int, int], vector: int, *, limit: int = 100_000) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from inboxlink import InboxLink
 
 from flashsh.errors import NoAnswerError, ProtocolError
 from flashsh.protocols.stk500v2_wire import (
@@ -27,12 +28,11 @@ from flashsh.protocols.stk500v2_wire import (
     frame,
     load_address,
 )
-from flashsh.transports.base import ByteLink
 
 SIGN_ON_ANSWER = bytes([CMD_SIGN_ON, 0x00, 8]) + b"AVRISP_2"
 
 
-class ScriptedLink(ByteLink):
+class ScriptedLink(InboxLink):
     """Collects what the host writes into messages and queues ``respond(seq, body)``'s
     bytes as the answer. Reads never wait: an empty read is a timeout."""
 
@@ -42,7 +42,7 @@ class ScriptedLink(ByteLink):
         self.respond = respond
         self.sent: list[tuple[int, bytes]] = []
         self.raw = bytearray()
-        self.inbox = bytearray()
+        super().__init__()
         self._pending = bytearray()
 
     def write(self, data: bytes) -> None:
@@ -57,28 +57,6 @@ class ScriptedLink(ByteLink):
             assert checksum(message) == 0, "the host sent a bad checksum"
             self.sent.append((message[1], message[5:-1]))
             self.inbox += self.respond(message[1], message[5:-1])
-
-    def read(self, size: int, timeout: float) -> bytes:
-        data = bytes(self.inbox[:size])
-        del self.inbox[:size]
-        return self.remember(data)
-
-    def discard_input(self) -> None:
-        self.inbox.clear()
-
-    @property
-    def baudrate(self) -> int:
-        return 115200
-
-    @baudrate.setter
-    def baudrate(self, value: int) -> None:
-        pass
-
-    def set_lines(self, *, dtr: bool | None = None, rts: bool | None = None) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 def echo_device(answer_for: Callable[[bytes], bytes] | None = None):

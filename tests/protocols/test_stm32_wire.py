@@ -8,6 +8,7 @@ host sends can be compared byte for byte with the examples of the fact sheet
 from __future__ import annotations
 
 import pytest
+from inboxlink import InboxLink
 
 from flashsh.errors import NoAnswerError, ProtocolError
 from flashsh.protocols.stm32_wire import (
@@ -20,12 +21,11 @@ from flashsh.protocols.stm32_wire import (
     with_checksum,
     with_complement,
 )
-from flashsh.transports.base import ByteLink
 
 A, N = bytes([ACK]), bytes([NACK])
 
 
-class ScriptedLink(ByteLink):
+class ScriptedLink(InboxLink):
     """Each write queues the next scripted reply; reads never wait (empty = timeout)."""
 
     description = "scripted"
@@ -33,34 +33,12 @@ class ScriptedLink(ByteLink):
     def __init__(self, *replies: bytes) -> None:
         self.replies = list(replies)
         self.sent: list[bytes] = []
-        self.inbox = bytearray()
+        super().__init__()
 
     def write(self, data: bytes) -> None:
         self.sent.append(bytes(data))
         if self.replies:
             self.inbox += self.replies.pop(0)
-
-    def read(self, size: int, timeout: float) -> bytes:
-        data = bytes(self.inbox[:size])
-        del self.inbox[:size]
-        return self.remember(data)
-
-    def discard_input(self) -> None:
-        self.inbox.clear()
-
-    @property
-    def baudrate(self) -> int:
-        return 115200
-
-    @baudrate.setter
-    def baudrate(self, value: int) -> None:
-        pass
-
-    def set_lines(self, *, dtr: bool | None = None, rts: bool | None = None) -> bool:
-        return False
-
-    def close(self) -> None:
-        pass
 
 
 def hexes(frames: list[bytes]) -> list[str]:
