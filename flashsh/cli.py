@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     can.add_argument("--can-interface", metavar="NAME", help="socketcan (default), slcan, ...")
     can.add_argument("--can-channel", metavar="CHANNEL", help="can0 (default), /dev/ttyACM0, ...")
     can.add_argument("--bitrate", type=int, help="CAN bitrate (default 1000000)")
+    parser.add_argument(
+        "--usb-backend",
+        metavar="MODULE:CALLABLE",
+        help="pyusb backend to use instead of libusb (also FLASHSH_USB_BACKEND); "
+        "flashsh.sims.usb_bus:backend serves the devices FLASHSH_SIM_USB lists",
+    )
     parser.add_argument("--chip", help="trust this chip instead of the signature")
     parser.add_argument(
         "--no-reset", action="store_true", help="do not pulse DTR/RTS to reset the board"
@@ -93,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         chip=args.chip,
         entry=args.entry,
         can=CanOptions(args.can_interface, args.can_channel, args.bitrate),
+        usb_backend=args.usb_backend,
     )
     # Start resetting the board and finding its bootloader while the shell loads.
     early = EarlyOpen(args.target, probe, args.verbose) if args.target else None

@@ -55,9 +55,12 @@ class Session:
         """Open ``target`` and find the bootloader on it. A target of 12 hex digits is a
         node UUID on the CAN bus ``options.can`` names."""
         from flashsh.transports.can import is_uuid
+        from flashsh.transports.usb import is_usb_target
 
         if is_uuid(target):
             return cls.open_can(target.lower(), options, report)
+        if is_usb_target(target) or is_usb_sim(target):
+            return cls.open_usb(target, options, report)
         first_baud = options.baudrate or 115200
         link = open_serial(target, first_baud, reset_lines=options.reset)
         try:
@@ -81,6 +84,36 @@ class Session:
             return cls(open_can_node(bus, uuid, options.chip), uuid)
         except BaseException:
             bus.close()
+            raise
+
+    @classmethod
+    def open_usb(
+        cls, target: str, options: ProbeOptions, report: Callable[[str], None] | None = None
+    ) -> Session:
+        """A ``usb:...`` target, or a ``sim://`` URL of a simulated USB device, which is
+        plugged into a bus of its own."""
+        from flashsh.protocols import usb_session_for
+        from flashsh.transports.usb import open_usb
+
+        if is_usb_sim(target):
+            from flashsh.sims.usb_bus import SimUsbBackend, SimUsbBus, make_device
+
+            bus = SimUsbBus()
+            info = bus.plug(make_device(target))
+            ident = info.device.identity
+            link = open_usb(
+                f"usb:{ident.vid:04x}:{ident.pid:04x}",
+                backend=SimUsbBackend(bus),
+                description=target,
+            )
+        else:
+            link = open_usb(target, options.usb_backend)
+        if report:
+            report(f"found {link.info.usb_id} ({link.info.what}) at {link.info.port}")
+        try:
+            return cls(usb_session_for(link, chip=options.chip), target)
+        except BaseException:
+            link.close()
             raise
 
     @property
@@ -133,6 +166,22 @@ class Session:
             if self.in_bootloader:
                 self.bootloader.start_application()
             self.in_bootloader = False
+            successor = self.bootloader.follow_after_start()
+            if successor is not None:
+                self._continue_on(successor)
+
+    def _continue_on(self, successor: Bootloader) -> None:
+        """The board came back as ``successor`` (re-enumerated under a new address)."""
+        self.bootloader = successor
+        self.info = successor.identify()
+        # An application answers too: memory commands then refuse with ready()'s
+        # advice, and `bootloader` gets back in.
+        self.in_bootloader = True
+        try:
+            successor.ready()
+        except FlashshError:
+            return
+        self.known_memory_map = successor.memory_map()
 
     def _still_answers(self) -> bool:
         try:
@@ -160,6 +209,19 @@ class Session:
             self._thread.join(timeout=1.0)
         with self.lock:
             self.bootloader.close()
+
+
+def is_usb_sim(target: str) -> bool:
+    """A ``sim://NAME`` target whose simulator is a USB device."""
+    if not target.startswith("sim://"):
+        return False
+    from flashsh.sims import USB_SIMS
+    from flashsh.sims.url import parse_sim_url
+
+    try:
+        return parse_sim_url(target)[0] in USB_SIMS
+    except ValueError:
+        return False
 
 
 class EarlyOpen:

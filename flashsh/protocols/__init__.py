@@ -14,6 +14,7 @@ from flashsh.errors import FlashshError, NoAnswerError, ProtocolError
 from flashsh.protocols.base import Bootloader
 from flashsh.transports.base import ByteLink
 from flashsh.transports.can import CanOptions
+from flashsh.transports.usb import UsbLink
 
 #: Byte-stream protocols in probe order at each baud rate. Safer probes go first: a
 #: STK500v2 sign-on makes optiboot start the application, while the STK500v1 GET_SYNC
@@ -59,6 +60,34 @@ USB_PROTOCOLS: dict[str, str] = {
 AWAKE_AFTER: dict[str, str] = {"stk500v2": "stk500v1"}
 
 
+#: Bootloaders reached through pyusb, by the kind flashsh.transports.usb gives a device.
+USB_BOOTLOADERS: dict[str, str] = {
+    "dfuse": "flashsh.protocols.dfuse:DfuSe",
+    "dfu": "flashsh.protocols.dfu:Dfu",
+    "maple": "flashsh.protocols.maple:Maple",
+    "hid": "flashsh.protocols.hid_bootloader:HidBootloader",
+    "halfkay": "flashsh.protocols.halfkay:HalfKay",
+    "app": "flashsh.protocols.usb_app:UsbApplication",
+}
+
+
+def usb_session_for(link: UsbLink, *, chip: str | None = None) -> Bootloader:
+    """The bootloader (or running application) on an open USB device."""
+    kind = link.info.kind
+    if kind == "dfu":
+        from flashsh.protocols.dfu_wire import is_dfuse
+
+        kind = "dfuse" if is_dfuse(link) else "dfu"
+    spec = USB_BOOTLOADERS.get(kind)
+    if spec is None:
+        raise ProtocolError(
+            f"{link.info.usb_id} ({link.info.what}) is not a USB bootloader flashsh speaks",
+            "connect to its serial port or drive instead (docs/usb.md)",
+        )
+    module, _, cls = spec.partition(":")
+    return getattr(importlib.import_module(module), cls).attach(link, chip=chip)
+
+
 def protocol_class(name: str) -> type[Bootloader]:
     try:
         spec = SERIAL_PROTOCOLS[name]
@@ -79,6 +108,8 @@ class ProbeOptions:
     entry: str | None = None
     #: The CAN bus a UUID target is on.
     can: CanOptions = field(default_factory=CanOptions)
+    #: pyusb backend as MODULE:CALLABLE (--usb-backend); None for libusb.
+    usb_backend: str | None = None
 
 
 Reporter = Callable[[str], None]

@@ -256,5 +256,11 @@ class Bootloader(ABC):
     def start_application(self) -> None:
         """Leave the bootloader and run the application."""
 
+    def follow_after_start(self) -> Bootloader | None:
+        """After ``start_application``, the session to continue on when the board comes
+        back as something else (a USB device re-enumerates as its application); None to
+        keep this one."""
+        return None
+
     def close(self) -> None:
         self.link.close()

@@ -18,7 +18,16 @@ SIMS: dict[str, str] = {
     "katapult": "flashsh.sims.katapult:KatapultBoard",
     "klipper": "flashsh.sims.katapult:KlipperBoard",
     "samba": "flashsh.sims.samba:SambaBoard",
+    "dfuse": "flashsh.sims.dfuse:DfuSeRom",
+    "dfu": "flashsh.sims.dfu_generic:GenericDfu",
+    "maple": "flashsh.sims.maple:MapleDfu",
+    "hid": "flashsh.sims.hid_bootloader:HidBootloaderSim",
+    "halfkay": "flashsh.sims.halfkay:HalfKaySim",
+    "klipper-usb": "flashsh.sims.usb_app:KlipperUsbApp",
 }
+
+#: Simulators that are USB devices (served by flashsh.sims.usb_bus), not serial ports.
+USB_SIMS = frozenset({"dfuse", "dfu", "maple", "hid", "halfkay", "klipper-usb"})
 
 
 def sim_class(name: str) -> type:
