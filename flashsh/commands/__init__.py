@@ -14,6 +14,7 @@ def all_command_sets() -> list[cmd2.CommandSet]:
     from flashsh.commands.misc import MiscCommands
     from flashsh.commands.sam import SamCommands
     from flashsh.commands.target import TargetCommands
+    from flashsh.commands.usb import UsbCommands
 
     return [
         ConnectionCommands(),
@@ -24,4 +25,5 @@ def all_command_sets() -> list[cmd2.CommandSet]:
         TargetCommands(),
         CanCommands(),
         SamCommands(),
+        UsbCommands(),
     ]

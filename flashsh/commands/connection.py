@@ -23,6 +23,10 @@ SIM_EXAMPLES = (
     "sim://stk500v2?chip=atmega2560",
     "sim://stk500v2?mode=isp&chip=atmega328p",
     "sim://stm32?chip=stm32f103c8",
+    "sim://dfuse?chip=stm32f407",
+    "sim://maple",
+    "sim://hid?build=f1",
+    "sim://halfkay?model=teensypp2",
 )
 
 
@@ -37,28 +41,45 @@ def list_ports() -> list[dict[str, str]]:
 
 
 def target_choices(app: FlashShell) -> Choices:
+    from flashsh.commands.usb import quiet_usb_listing
+
+    usb = [str(d["target"]) for d in quiet_usb_listing(app)]
     return Choices.from_values(
-        app.can_uuids + [p["port"] for p in list_ports()] + list(SIM_EXAMPLES)
+        app.can_uuids + [p["port"] for p in list_ports()] + usb + list(SIM_EXAMPLES)
     )
 
 
 class ConnectionCommands(cmd2.CommandSet[FlashShell]):
     DEFAULT_CATEGORY = "Connection"
 
-    @cmd2.with_argparser(cmd2.Cmd2ArgumentParser(description="List serial ports."))
+    @cmd2.with_argparser(
+        cmd2.Cmd2ArgumentParser(description="List serial ports and USB bootloaders.")
+    )
     def do_ports(self, args: argparse.Namespace) -> None:
-        """List serial ports with their USB VID:PID and description."""
+        """List serial ports with their USB VID:PID and description, then the USB
+        bootloaders that have no serial port (the `usb` command's list)."""
+        from flashsh.commands.usb import quiet_usb_listing, usb_table
+
         ports = list_ports()
-        if not ports:
+        usb = quiet_usb_listing(self._cmd)
+        if not ports and not usb:
             self._cmd.report(
-                [], "no serial ports found (is the board plugged in? try `dmesg | tail`)"
+                [],
+                "no serial ports or USB bootloaders found (is the board plugged in? "
+                "try `dmesg | tail`)",
             )
             return
-        width = max(len(p["port"]) for p in ports)
-        lines = [
-            f"{p['port']:<{width}}  {p['vid_pid'] or '-':<9}  {p['description']}" for p in ports
-        ]
-        self._cmd.report(ports, "\n".join(lines))
+        lines = []
+        if ports:
+            width = max(len(p["port"]) for p in ports)
+            lines = [
+                f"{p['port']:<{width}}  {p['vid_pid'] or '-':<9}  {p['description']}" for p in ports
+            ]
+        if usb:
+            lines += ["", usb_table(usb)] if lines else [usb_table(usb)]
+        result: list[dict[str, object]] = [dict(p) for p in ports]
+        result += [{"usb": d} for d in usb]
+        self._cmd.report(result, "\n".join(lines))
 
     connect_parser = cmd2.Cmd2ArgumentParser(
         description="Open a port and find the bootloader on it.",

@@ -79,6 +79,7 @@ class SimUsbBus:
             device.bus = self
             device.attachment = attachment
             device.current_alt = {}
+            device.on_plug()
             self._attached.append(attachment)
             return attachment
 

@@ -193,6 +193,10 @@ class SimUsbDevice:
             raise Stall(f"no alternate setting {alt} on interface {interface}")
         self.current_alt[interface] = alt
 
+    def on_plug(self) -> None:
+        """Power-on state: called each time the device (re)appears on the bus."""
+        return None
+
     def bus_reset(self) -> None:
         """The host reset the port (libusb_reset_device)."""
         self.traffic.resets += 1
