@@ -4,6 +4,7 @@ UART or USB-CDC (Klipper's bootloader request, then waiting for Katapult to answ
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from flashsh.errors import FlashshError, NoAnswerError
 from flashsh.protocols.base import Bootloader
@@ -11,6 +12,7 @@ from flashsh.protocols.katapult import Katapult
 from flashsh.protocols.klipper_app import KlipperApplication
 from flashsh.transports.base import ByteLink
 from flashsh.transports.can import CanBus
+from flashsh.transports.usb import UsbLink
 
 #: A node asked to reboot needs a moment before Katapult listens; flashtool waits 1 s
 #: once, flashsh polls and stops as soon as it answers.
@@ -100,7 +102,14 @@ class SerialDoor:
         # SAM-BA monitor on SAM boards); the board comes back as another USB device.
         baud = link.baudrate
         touch_1200(link)
-        link = self.link = _reappeared(link, [KATAPULT_USB_ID, *SAMBA_USB_IDS])
+        found = _reappeared(link, [KATAPULT_USB_ID, *SAMBA_USB_IDS], elsewhere=True)
+        if isinstance(found, UsbLink):
+            # No Katapult: Klipper started the chip's own USB bootloader (ST's DFU,
+            # stm32duino, the HID bootloader), which has no serial port.
+            from flashsh.protocols import usb_session_for
+
+            return usb_session_for(found, chip=self.chip)
+        link = self.link = found
         link.baudrate = baud
         if link.usb_id in SAMBA_USB_IDS:
             return _poll(lambda: _samba(link, self.chip), link.description)
@@ -125,10 +134,16 @@ def _samba(link: ByteLink, chip: str | None) -> Bootloader:
     return found
 
 
-def _reappeared(link: ByteLink, usb_id: str | list[str]) -> ByteLink:
+def _reappeared(link: ByteLink, usb_id: str | list[str], *, elsewhere: bool = False) -> Any:
+    """The link to what came back; with ``elsewhere``, possibly a UsbLink to a USB
+    bootloader at the same port."""
     from flashsh.transports.serial import SerialLink, reappear
+    from flashsh.transports.usb import bootloader_at_port
 
-    return reappear(link, usb_id, REBOOT_WAIT) if isinstance(link, SerialLink) else link
+    if not isinstance(link, SerialLink):
+        return link
+    look = bootloader_at_port if elsewhere else None
+    return reappear(link, usb_id, REBOOT_WAIT, elsewhere=look)
 
 
 def _poll(attempt, where: str) -> Bootloader:

@@ -17,8 +17,12 @@ import signal
 import sys
 from pathlib import Path
 
-from flashsh.sims import SIMS, sim_class
+from flashsh.sims import SIMS, USB_SIMS, sim_class
 from flashsh.sims.pty import PtyServer
+
+#: USB simulators are no serial ports: they are reached as sim:// targets or through
+#: --usb-backend flashsh.sims.usb_bus:backend (docs/usb.md).
+SERIAL_SIMS = sorted(set(SIMS) - USB_SIMS)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "protocol", choices=[*sorted(SIMS), "can"], help="which bootloader protocol, or can"
+        "protocol", choices=[*SERIAL_SIMS, "can"], help="which bootloader protocol, or can"
     )
     parser.add_argument("--chip", help="part name, e.g. atmega328p")
     parser.add_argument("--bootloader", help="optiboot or atmegaboot (stk500v1)")
@@ -66,7 +70,7 @@ def _option_help() -> str:
 
     lines = ["can options (--node KIND:UUID,NAME=VALUE; --option NAME=VALUE for all nodes):"]
     lines += [f"  {option:15} {text}" for option, text in CAN_OPTIONS.items()]
-    for name in sorted(SIMS):
+    for name in SERIAL_SIMS:
         options = getattr(sim_class(name), "OPTIONS", {})
         lines.append(f"{name} options (--option NAME=VALUE, or in sim://{name}?NAME=VALUE):")
         lines += [f"  {option:11} {text}" for option, text in options.items()]

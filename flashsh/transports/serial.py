@@ -6,7 +6,7 @@ import contextlib
 import errno
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import Any
 
 import serial
@@ -138,9 +138,17 @@ def _usb_port(location: str) -> str:
     return location.split(":")[0]
 
 
-def reappear(link: SerialLink, usb_id: str | Collection[str], timeout: float) -> SerialLink:
+def reappear(
+    link: SerialLink,
+    usb_id: str | Collection[str],
+    timeout: float,
+    *,
+    elsewhere: Callable[[str], Any] | None = None,
+) -> Any:
     """After a USB board was told to reboot into other firmware: the link to the device
-    ``usb_id`` (or any of several) that comes back at the same USB port. Raises
+    ``usb_id`` (or any of several) that comes back at the same USB port. ``elsewhere``
+    is asked about the port on each look too (a bootloader without a serial port, such
+    as ST's DFU); whatever it returns other than None is returned. Raises
     TransportError at timeout."""
     wanted = {usb_id} if isinstance(usb_id, str) else set(usb_id)
     deadline = time.monotonic() + timeout
@@ -165,6 +173,10 @@ def reappear(link: SerialLink, usb_id: str | Collection[str], timeout: float) ->
                     return open_serial(info.device, baud, reset_lines=False)
                 except TransportError:
                     break  # udev may not have set the permissions yet: look again
+        if elsewhere is not None and where is not None:
+            found = elsewhere(where)
+            if found is not None:
+                return found
     raise TransportError(
         f"no USB device {' or '.join(sorted(wanted))} came back in place of {link.description}",
         "check `flashsh -c ports`; the board may have started another bootloader",

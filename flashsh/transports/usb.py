@@ -464,3 +464,17 @@ def open_usb(target: str, backend_spec: str | None = None, *, backend: Any = Non
     except NotImplementedError:
         pass
     return link
+
+
+def bootloader_at_port(port: str, backend_spec: str | None = None) -> UsbLink | None:
+    """A USB bootloader (DFU, Maple, HID, HalfKay) now at the physical ``port``, opened;
+    None when there is none or USB cannot be used here. For a board that was asked
+    through its serial port to reboot and came back without one."""
+    try:
+        backend = load_backend(backend_spec)
+        for info in list_devices(backend):
+            if info.port == port and info.kind in ("dfuse", "dfu", "maple", "hid", "halfkay"):
+                return UsbLink(info, backend)
+    except (FlashshError, usb.core.USBError):
+        return None
+    return None
