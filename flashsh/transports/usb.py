@@ -253,7 +253,9 @@ def translate(exc: usb.core.USBError, what: str, info: UsbDeviceInfo | None = No
     name = f"{info.usb_id} at {info.port}" if info else "the USB device"
     if code == errno.EACCES:
         vid, pid = (info.vid, info.pid) if info else (0, 0)
-        return TransportError(f"permission denied {what} on {name}", permission_hint(vid, pid))
+        return TransportError(
+            f"permission denied on {name} while {what}", permission_hint(vid, pid)
+        )
     if code == errno.EBUSY:
         return TransportError(
             f"{name} is busy: another program or a kernel driver holds it",
