@@ -207,10 +207,21 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
     def do_reset(self, args: argparse.Namespace) -> None:
         """Start the application; the next command re-enters the bootloader by itself."""
         session = self._cmd.require_session()
+        before = session.bootloader
         session.start_application()
+        self._cmd.update_prompt()
+        if session.bootloader is before:
+            self._cmd.report(
+                {"application_started": True},
+                f"application started ({session.bootloader.after_start})",
+            )
+            return
+        # A USB board re-enumerated: the session followed it to what came back.
+        info = session.info
         self._cmd.report(
-            {"application_started": True},
-            f"application started ({session.bootloader.after_start})",
+            {"application_started": True, "now": info_dict(session)},
+            f"application started; the board came back as {info.chip}: {info.bootloader} "
+            f"({info.how})",
         )
 
 
