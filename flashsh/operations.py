@@ -101,6 +101,12 @@ def program(
     check_fits(image, memory)
     if not force:
         session.bootloader.check_image(image)
+    if verify and Capability.READ not in session.capabilities:
+        # Refused before anything is written, not after.
+        raise UnsupportedError(
+            f"{session.bootloader.name} cannot read back, so it cannot verify",
+            session.bootloader.no_read_reason,
+        )
     region = memory.region_for(image.start)
     if "w" not in region.access:
         raise TargetError(f"{region.name} is read-only on this target")
@@ -234,7 +240,10 @@ def _pages_that_differ(
     cancel: Cancel | None,
 ) -> list[Page]:
     if Capability.READ not in bootloader.capabilities:
-        raise UnsupportedError(f"{bootloader.name} cannot read flash, so `diff` cannot compare")
+        raise UnsupportedError(
+            f"{bootloader.name} cannot read flash, so `diff` cannot compare",
+            bootloader.no_read_reason,
+        )
     differ = []
     progress.start("comparing", len(pages) * region.page_size)
     try:
@@ -259,7 +268,9 @@ def _verify_pages(
     written: list[int],
 ) -> None:
     if Capability.READ not in bootloader.capabilities:
-        raise UnsupportedError(f"{bootloader.name} cannot read back, so it cannot verify")
+        raise UnsupportedError(
+            f"{bootloader.name} cannot read back, so it cannot verify", bootloader.no_read_reason
+        )
     progress.start("verifying", len(pages) * region.page_size)
     try:
         for address, data in pages:
@@ -300,7 +311,10 @@ def verify_image(
     checked = 0
     with session.use() as bootloader:
         if Capability.READ not in bootloader.capabilities:
-            raise UnsupportedError(f"{bootloader.name} cannot read back, so it cannot verify")
+            raise UnsupportedError(
+                f"{bootloader.name} cannot read back, so it cannot verify",
+                bootloader.no_read_reason,
+            )
         progress.start("verifying", image.size)
         try:
             for address, data in image.segments:
@@ -347,7 +361,9 @@ def read_memory(
     out = bytearray()
     with session.use() as bootloader:
         if Capability.READ not in bootloader.capabilities or "r" not in region.access:
-            raise UnsupportedError(f"{bootloader.name} cannot read {region.name}")
+            raise UnsupportedError(
+                f"{bootloader.name} cannot read {region.name}", bootloader.no_read_reason
+            )
         progress.start("reading", length)
         try:
             while len(out) < length:
@@ -465,7 +481,9 @@ def write_bytes(session: Session, region: Region, address: int, data: bytes) -> 
     end += -end % size
     with session.use() as bootloader:
         if Capability.READ not in bootloader.capabilities:
-            raise UnsupportedError(f"{bootloader.name} cannot read, so cannot patch bytes")
+            raise UnsupportedError(
+                f"{bootloader.name} cannot read, so cannot patch bytes", bootloader.no_read_reason
+            )
         erase_first = _needs_erase(bootloader, memory.flash, region)
         if erase_first:
             # Flash that cannot be rewritten in place: keep the whole pages or sectors

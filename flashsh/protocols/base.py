@@ -129,6 +129,9 @@ class Bootloader(ABC):
     verify_before_start: ClassVar[bool] = False
     #: What happens after ``reset``, as ``reset`` tells it.
     after_start: ClassVar[str] = "the next command resets the board into the bootloader"
+    #: Why the bootloader cannot read back, for one without Capability.READ: verify,
+    #: diff and read_bank give it as the reason they are refused.
+    no_read_reason: ClassVar[str | None] = None
 
     def __init__(self, link: ByteLink) -> None:
         self.link = link
