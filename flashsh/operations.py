@@ -98,6 +98,7 @@ def program(
     Interrupted on Ctrl-C, VerifyError on a mismatch."""
     progress = progress or NoProgress()
     memory = session.memory_map
+    session.bootloader.check_request(image, diff=diff)
     check_fits(image, memory)
     if not force:
         session.bootloader.check_image(image)
@@ -149,6 +150,7 @@ def program(
         "erased": spans_text(erased),
         "verified": verify,
         "seconds": round(time.monotonic() - started, 3),
+        "notes": bootloader.write_notes(),
     }
 
 

@@ -125,6 +125,8 @@ class MemoryCommands(cmd2.CommandSet[FlashShell]):
             result["reset"] = True
             text += "; application started"
         self._cmd.report(result, text)
+        for note in result.get("notes") or ():
+            self._cmd.note(f"note: {note}")
 
     verify_parser = cmd2.Cmd2ArgumentParser(description="Compare the chip with an image.")
     verify_parser.add_argument("file", completer=cmd2.Cmd.path_complete, help="image file")

@@ -175,6 +175,17 @@ class Bootloader(ABC):
         ``program ... force`` skips this."""
         return None
 
+    def check_request(self, image: Image, *, diff: bool) -> None:
+        """Raise before anything is written when the bootloader cannot write ``image`` as
+        asked at all (an address none of its targets serves, a ``diff`` it cannot honour).
+        Runs before the fit check; ``force`` does not skip it."""
+        return None
+
+    def write_notes(self) -> list[str]:
+        """What the user should hear about the transfer that just ended (older data left
+        behind the image, a page erased besides it); each note is given once."""
+        return []
+
     def request_warning(self) -> str | None:
         """The question to ask before ``request_bootloader`` when it destroys data."""
         return None
