@@ -81,8 +81,11 @@ class MemoryMap:
         return self.region("flash")
 
     def writable_end(self) -> int:
-        """First flash address the application may not use."""
-        return self.bootloader[0] if self.bootloader else self.flash.end
+        """First flash address the application may not use: a bootloader above the
+        application ends it, one at the start of flash (below ``app_start``) does not."""
+        if self.bootloader and self.bootloader[0] >= self.app_start:
+            return self.bootloader[0]
+        return self.flash.end
 
     def region_for(self, address: int) -> Region:
         for region in self.regions:

@@ -160,6 +160,8 @@ class DfuSeRom(SimUsbDevice):
         #: What the ROM carried out, in order: ("erase", address), ("write", address,
         #: length), ("read", address, length), ("mass_erase",), ("leave", address), ...
         self.executed: list[tuple[object, ...]] = []
+        #: Every DFU class request: (name, wValue, length), as faults count them.
+        self.requests: list[tuple[str, int, int]] = []
         #: Requests stalled because the chip was still busy (busy=stall).
         self.stalled_while_busy = 0
         #: Times the chip started the ROM (each plug-in, reset or re-enumeration).
@@ -243,6 +245,8 @@ class DfuSeRom(SimUsbDevice):
     def control(self, setup: Setup, data: bytes) -> bytes:
         if setup.kind != 1 or setup.index != 0:
             return super().control(setup, data)
+        self.requests.append((_request_name(setup.request), setup.value,
+                              setup.length if setup.device_to_host else len(data)))  # fmt: skip
         fault = self.faults.next_request()
         if fault == "stall":
             self._fail(Status.ERR_STALLEDPKT)
@@ -495,6 +499,13 @@ class DfuSeRom(SimUsbDevice):
             f"bcdDevice 0x{self.identity.bcd_device:04x}), "
             f"{chip.flash_size // 1024} KiB flash, RDP level {self.memory.rdp_level}"
         )
+
+
+def _request_name(code: int) -> str:
+    try:
+        return Request(code).name
+    except ValueError:
+        return f"request {code}"
 
 
 def _is_feature(address: int, length: int) -> bool:
