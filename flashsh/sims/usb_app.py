@@ -63,7 +63,9 @@ class KlipperUsbApp(SimUsbDevice):
             raise ValueError(f"unknown option {sorted(unknown)[0]!r}; valid: {valid}")
         throttle = bool(number_option("throttle", one.get("throttle", "1")))
         kind = one.get("bootloader", "dfuse")
-        query = f"throttle={int(throttle)}" + (f"&chip={one['chip']}" if "chip" in one else "")
+        # The bootloader comes back as Klipper once it starts the application.
+        query = f"throttle={int(throttle)}&app=klipper"
+        query += f"&chip={one['chip']}" if "chip" in one else ""
         from flashsh.sims.usb_bus import make_device
 
         bootloader = make_device(f"sim://{kind}?{query}")
