@@ -36,12 +36,14 @@ EXTENSIONS: dict[str, str] = {
     ".elf": "elf",
     ".axf": "elf",
     ".out": "elf",
+    ".dfu": "dfu",
 }
 #: Format name -> reader, ``(source, data, *, address, default_address) -> Image``.
 READERS: dict[str, str] = {
     "hex": "flashsh.images.ihex:read_hex",
     "bin": "flashsh.images.raw:read_bin",
     "elf": "flashsh.images.elf:read_elf",
+    "dfu": "flashsh.images.dfu_file:read_dfu",
 }
 #: Format name -> encoder, ``(address, data) -> file bytes``, for ``save_image``.
 WRITERS: dict[str, str] = {
@@ -49,7 +51,8 @@ WRITERS: dict[str, str] = {
     "bin": "flashsh.images.raw:encode_bin",
 }
 #: Formats with no addresses of their own: the only ones an explicit address applies to.
-PLACED_BY_CALLER = frozenset({"bin"})
+#: A DfuSe .dfu has addresses: its reader refuses a different one itself.
+PLACED_BY_CALLER = frozenset({"bin", "dfu"})
 
 
 def load_image(

@@ -14,11 +14,13 @@ _UF2_MAGIC = b"UF2\n\x57\x51\x5d\x9e"
 
 
 def guess_format(data: bytes) -> str | None:
-    """Name the format ``data`` looks like (``elf``, ``hex``, ``uf2``), or None."""
+    """Name the format ``data`` looks like (``elf``, ``hex``, ``uf2``, ``dfu``), or None."""
     if data.startswith(b"\x7fELF"):
         return "elf"
     if data.startswith(_UF2_MAGIC):
         return "uf2"
+    if data.startswith(b"DfuSe") or _has_dfu_suffix(data):
+        return "dfu"
     first_line = data.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0]
     if _HEX_RECORD.match(first_line):
         return "hex"
@@ -35,7 +37,12 @@ def hint_for_wrong_format(data: bytes, expected: str) -> str | None:
     return None
 
 
-_NAMES = {"elf": "an ELF file", "hex": "Intel HEX", "uf2": "a UF2 file"}
+_NAMES = {"elf": "an ELF file", "hex": "Intel HEX", "uf2": "a UF2 file", "dfu": "a DFU file"}
+
+
+def _has_dfu_suffix(data: bytes) -> bool:
+    # DFU 1.1 suffix: ... "UFD" signature, then bLength (16 or more) and the CRC.
+    return len(data) >= 16 and data[-8:-5] == b"UFD" and data[-5] >= 16
 
 
 def _looks_binary(data: bytes) -> bool:

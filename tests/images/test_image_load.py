@@ -59,7 +59,9 @@ def test_unknown_extension_without_format(tmp_path: Path) -> None:
     path.write_bytes(b"\x01\x02")
     error = load_error(path)
     assert error.message == f"cannot tell the format of {path} from the extension '.dat'"
-    assert error.hint == "name it .bin or .elf or .hex, or use --format (bin, elf, hex)"
+    assert error.hint == (
+        "name it .bin or .dfu or .elf or .hex, or use --format (bin, dfu, elf, hex)"
+    )
 
 
 def test_unknown_extension_hints_at_what_the_content_looks_like(tmp_path: Path) -> None:
@@ -76,7 +78,7 @@ def test_unknown_format_name(tmp_path: Path) -> None:
     path.write_text("S00F000068656C6C6F202020202000003C\n")
     error = load_error(path, fmt="srec")
     assert error.message == "cannot read image format 'srec'"
-    assert error.hint == "use one of: bin, elf, hex"
+    assert error.hint == "use one of: bin, dfu, elf, hex"
 
 
 def test_hex_accepts_its_own_start_address_only(tmp_path: Path) -> None:
