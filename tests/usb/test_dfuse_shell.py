@@ -151,3 +151,27 @@ def test_an_image_too_large_is_one_line_and_a_failure(tmp_path):
     assert run.returncode != 0
     (line,) = run.stderr.strip().splitlines()
     assert "larger than the flash" in line and "128 KiB" in line
+
+
+def test_a_dfuse_file_with_two_elements_and_an_option_byte_target(board, app, shell, tmp_path):
+    from flashsh.images.dfu_file import Element, Target, encode_dfuse
+
+    sim = board("sim://dfuse?chip=stm32f407&throttle=0")
+    table = bytes(range(256)) * 4
+    firmware = tmp_path / "firmware.dfu"
+    firmware.write_bytes(
+        encode_dfuse([
+            Target(0, (Element(FLASH, app.read_bytes()), Element(FLASH + 0x20000, table)),
+                   "Internal Flash"),
+            Target(1, (Element(0x1FFFC000, bytes(16)),), "Option Bytes"),
+        ])
+    )  # fmt: skip
+    sh = shell()
+    sh.ok("connect usb")
+    result = sh.ok(f"program {firmware} verify")
+    assert result["erased"] == "0x08000000-0x08007fff, 0x08020000-0x0803ffff"
+    assert sim.memory.stats.erased == [0, 1, 5]
+    assert sim.flash[: len(app.read_bytes())] == app.read_bytes()
+    assert sim.flash[0x20000 : 0x20000 + len(table)] == table
+    # The alt 1 target is left out: flashsh never writes option bytes.
+    assert bytes(sim.memory.option) == bytes(sim.chip.option_bytes.default)
