@@ -26,7 +26,7 @@ import struct
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import usb.core
 
@@ -48,6 +48,9 @@ from flashsh.protocols.dfu_wire import (
 )
 from flashsh.protocols.usb_base import UsbBootloader
 from flashsh.transports.usb import DeviceGone, UsbLink
+
+if TYPE_CHECKING:
+    from flashsh.images import Image
 
 SET_ADDRESS, ERASE, READ_UNPROTECT = 0x21, 0x41, 0x92
 COMMAND_NAMES = {0x00: "Get", 0x21: "Set Address", 0x41: "Erase", 0x92: "Read Unprotect"}
@@ -377,6 +380,15 @@ class DfuSe(UsbBootloader):
         self.pointer = None  # what switching does to the pointer is not documented
 
     # ------------------------------------------------------------------ memory
+
+    def check_request(self, image: Image, *, diff: bool) -> None:
+        """Under read-out protection the ROM erases and writes nothing: say so before
+        anything is sent."""
+        if self.readout:
+            raise TargetError(
+                "read-out protection is on: the ROM refuses to erase or write flash",
+                READOUT_HINT,
+            )
 
     def read(self, region: Region, address: int, length: int) -> bytes:
         """UPLOAD in blocks of the transfer size from dfuIDLE/dfuUPLOAD-IDLE."""

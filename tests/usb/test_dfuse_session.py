@@ -165,12 +165,21 @@ def test_the_errfirmware_greeting_is_cleared_and_reported():
 def test_read_protection_gives_one_line_with_the_way_out():
     session, sim, _ = connect("sim://dfuse?chip=stm32f072&throttle=0&rdp=1")
     assert session.info.details["readout_protection"] == "on"
+    before = sim.traffic.control
     with pytest.raises(TargetError) as caught:
         operations.program(session, app_image(2048))
-    text = str(caught.value)
-    assert "read-out protection is on (`unprotect readout` erases the chip to remove it)" in text
-    assert "\n" not in text
-    assert not [e for e in sim.executed if e[0] in ("erase", "write")]
+    assert str(caught.value) == (
+        "read-out protection is on: the ROM refuses to erase or write flash "
+        "(`unprotect readout` erases the chip to remove it)"
+    )
+    assert sim.traffic.control == before  # refused before anything was sent
+    # What the ROM itself answers (errVENDOR) reads the same way.
+    with pytest.raises(TargetError) as caught:
+        operations.read_memory(session, session.memory_map.flash, FLASH, 16)
+    assert str(caught.value) == (
+        "reading flash at 0x08000000: read-out protection is on "
+        "(`unprotect readout` erases the chip to remove it)"
+    )
     with session.use() as bootloader:
         assert bootloader.read_options()["readout_protection"] == 1
 

@@ -94,10 +94,8 @@ def test_read_protection_then_unprotect(board, app, shell):
     sh = shell()
     sh.ok("connect usb")
     error = sh.error(f"program {app}")
-    assert error.endswith(
-        "read-out protection is on (`unprotect readout` erases the chip to remove it)"
-    )
-    assert "\n" not in error
+    assert error.endswith("(`unprotect readout` erases the chip to remove it)")
+    assert "read-out protection is on" in error and "\n" not in error
     assert sh.ok("options read")["readout_protection"] == 1
     # -c and scripts count as the consent `unprotect readout` asks for.
     result = sh.ok("unprotect readout")
