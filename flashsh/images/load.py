@@ -37,6 +37,7 @@ EXTENSIONS: dict[str, str] = {
     ".axf": "elf",
     ".out": "elf",
     ".dfu": "dfu",
+    ".uf2": "uf2",
 }
 #: Format name -> reader, ``(source, data, *, address, default_address) -> Image``.
 READERS: dict[str, str] = {
@@ -44,11 +45,13 @@ READERS: dict[str, str] = {
     "bin": "flashsh.images.raw:read_bin",
     "elf": "flashsh.images.elf:read_elf",
     "dfu": "flashsh.images.dfu_file:read_dfu",
+    "uf2": "flashsh.images.uf2:read_uf2",
 }
 #: Format name -> encoder, ``(address, data) -> file bytes``, for ``save_image``.
 WRITERS: dict[str, str] = {
     "hex": "flashsh.images.ihex:encode_hex",
     "bin": "flashsh.images.raw:encode_bin",
+    "uf2": "flashsh.images.uf2:encode_uf2",
 }
 #: Formats with no addresses of their own: the only ones an explicit address applies to.
 #: A DfuSe .dfu has addresses: its reader refuses a different one itself.

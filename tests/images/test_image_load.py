@@ -60,7 +60,7 @@ def test_unknown_extension_without_format(tmp_path: Path) -> None:
     error = load_error(path)
     assert error.message == f"cannot tell the format of {path} from the extension '.dat'"
     assert error.hint == (
-        "name it .bin or .dfu or .elf or .hex, or use --format (bin, dfu, elf, hex)"
+        "name it .bin or .dfu or .elf or .hex or .uf2, or use --format (bin, dfu, elf, hex, uf2)"
     )
 
 
@@ -78,7 +78,7 @@ def test_unknown_format_name(tmp_path: Path) -> None:
     path.write_text("S00F000068656C6C6F202020202000003C\n")
     error = load_error(path, fmt="srec")
     assert error.message == "cannot read image format 'srec'"
-    assert error.hint == "use one of: bin, dfu, elf, hex"
+    assert error.hint == "use one of: bin, dfu, elf, hex, uf2"
 
 
 def test_hex_accepts_its_own_start_address_only(tmp_path: Path) -> None:
@@ -186,7 +186,7 @@ def test_save_refuses_formats_it_cannot_write(tmp_path: Path) -> None:
     with pytest.raises(ImageError) as err:
         save_image(tmp_path / "dump.elf", 0, b"x")
     assert err.value.message == f"cannot write elf files like {tmp_path / 'dump.elf'}"
-    assert err.value.hint == "use one of these formats: bin, hex"
+    assert err.value.hint == "use one of these formats: bin, hex, uf2"
     with pytest.raises(ImageError, match="cannot tell the format of .*dump.txt"):
         save_image(tmp_path / "dump.txt", 0, b"x")
     assert not (tmp_path / "dump.txt").exists()
