@@ -298,7 +298,7 @@ class DfuSeRom(SimUsbDevice):
         if self.busy_mode == "stall":
             self.stalled_while_busy += 1
             raise Stall("busy")
-        limit = getattr(setup, "timeout_ms", 0) / 1000 or HOST_TIMEOUT_S
+        limit = setup.timeout_ms / 1000 or HOST_TIMEOUT_S
         if remaining > limit:
             time.sleep(limit)
             raise Silent("still busy when the host gave up")

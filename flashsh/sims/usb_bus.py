@@ -288,7 +288,7 @@ class SimUsbBackend(usb.backend.IBackend):
     ) -> int:
         device = dev_handle.device
         inbound = bool(bmRequestType & 0x80)
-        setup = Setup(bmRequestType, bRequest, wValue, wIndex, len(data))
+        setup = Setup(bmRequestType, bRequest, wValue, wIndex, len(data), timeout)
         payload = b"" if inbound else bytes(data)
         answer = _guard(lambda: device.handle_control(setup, payload))
         if not inbound:

@@ -86,6 +86,9 @@ class Setup:
     value: int
     index: int
     length: int
+    #: How long the host waits for the transfer (0: not said); a device that cannot
+    #: answer in time leaves the host with a timeout.
+    timeout_ms: int = 0
 
     @property
     def device_to_host(self) -> bool:
