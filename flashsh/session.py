@@ -55,12 +55,15 @@ class Session:
         """Open ``target`` and find the bootloader on it. A target of 12 hex digits is a
         node UUID on the CAN bus ``options.can`` names."""
         from flashsh.transports.can import is_uuid
+        from flashsh.transports.msc import is_msc_target
         from flashsh.transports.usb import is_usb_target
 
         if is_uuid(target):
             return cls.open_can(target.lower(), options, report)
         if is_usb_target(target) or is_usb_sim(target):
             return cls.open_usb(target, options, report)
+        if is_msc_target(target):
+            return cls.open_drive(target, options, report)
         first_baud = options.baudrate or 115200
         link = open_serial(target, first_baud, reset_lines=options.reset)
         try:
@@ -114,6 +117,23 @@ class Session:
             return cls(usb_session_for(link, chip=options.chip), target)
         except BaseException:
             link.close()
+            raise
+
+    @classmethod
+    def open_drive(
+        cls, target: str, options: ProbeOptions, report: Callable[[str], None] | None = None
+    ) -> Session:
+        """A bootloader drive (UF2, STM32 MSC): ``msc``, ``msc:LABEL``, ``msc:PATH``, or a
+        mount point holding INFO_UF2.TXT."""
+        from flashsh.protocols.msc_drive import MscDrive
+
+        drive = MscDrive.open_drive(target, options.chip)
+        if report:
+            report(f"found {drive.identify().bootloader} ({drive.identify().how})")
+        try:
+            return cls(drive, target)
+        except BaseException:
+            drive.close()
             raise
 
     @property
