@@ -210,7 +210,12 @@ class Maple(UsbBootloader):
         if start in SRAM:
             ram = next((a for a in self.alts if a.base is None and "RAM" in a.text.upper()),
                        None)  # fmt: skip
-            reason = f'alt {ram.alt} says "{ram.reason}"' if ram else "it has no RAM target"
+            if ram is None:
+                reason = "it has no RAM target"
+            elif "not supported" in ram.text:
+                reason = f'alt {ram.alt} says "{ram.reason}"'
+            else:  # the original LeafLabs alt 0 loads RAM; flashsh writes flash only
+                reason = f"flashsh does not load RAM through alt {ram.alt}"
             raise ImageError(
                 f"{name} is for RAM at {hexaddr(start)}: the bootloader writes flash only "
                 f"({reason})",
