@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import struct
 import zlib
 
@@ -373,3 +374,49 @@ def test_a_bootloader_that_stays_after_reset_is_taken_back(monkeypatch):
     data = app(1024)
     operations.program(session, image(data), verify=True)
     assert flash(sim, BASE, 1024) == data
+
+
+# ---------------------------------------------------------------- images and strings
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_images_land_exactly_with_gaps_blank_and_the_tail_kept(seed):
+    rng = random.Random(seed)
+    session, sim, _ = connect()
+    operations.program(session, image(app(40 * 1024, fill=b"\x3c")))
+    segments, at = [], BASE
+    for _ in range(rng.randint(1, 4)):
+        length = rng.randint(1, 3000)
+        segments.append((at, app(length + 8) if at == BASE else rng.randbytes(length)))
+        at += len(segments[-1][1]) + rng.choice((0, rng.randint(1, 5000)))
+    hex_image = Image(segments, source="r.hex", format="hex")
+    tail_start = hex_image.end + (-(hex_image.end - BASE) % 1024)
+    tail = flash(sim, tail_start, BASE + 40 * 1024 - tail_start)
+    operations.program(session, hex_image, verify=True)
+    expected = bytearray(b"\xff") * (tail_start - BASE)
+    for address, data in segments:
+        expected[address - BASE : address - BASE + len(data)] = data
+    assert flash(sim, BASE, tail_start - BASE) == bytes(expected)
+    assert flash(sim, tail_start, len(tail)) == tail
+
+
+@pytest.mark.parametrize(
+    ("text", "base"),
+    [
+        ("STM32duino bootloader v1.0  Upload to Flash 0x8002000", 0x08002000),
+        ("Bootloader 2.0.rc1 Upload to Flash address 0x8005000 (Maple-mini)", 0x08005000),
+        ("DFU Program FLASH 0x08005000", 0x08005000),
+        ("DFU Program RAM 0x20000C00", None),
+        ("STM32duino bootloader v1.0  ERROR. Upload to RAM not supported.", None),
+    ],
+)
+def test_alt_strings_of_each_bootloader_generation(text, base):
+    assert maple_protocol.MapleAlt.parse(1, text).base == base
+
+
+def test_the_version_is_what_the_alt_strings_share():
+    alts = [maple_protocol.MapleAlt.parse(n, t) for n, t in enumerate([
+        "Bootloader 2.0.rc1 ERROR. Upload to RAM is not supported. (Maple-mini)",
+        "Bootloader 2.0.rc1 Upload to Flash address 0x8005000 (Maple-mini)",
+    ])]  # fmt: skip
+    assert maple_protocol.common_version(alts) == "Bootloader 2.0.rc1"
