@@ -113,6 +113,11 @@ def read_uf2(
     several; without it a file must hold one. Blocks flagged "not main flash" and file
     containers are skipped (said in ``notes``). ``address`` and ``default_address`` are
     ignored: a UF2 block carries its own address. Raises ImageError naming the file."""
+    if not data.startswith(struct.pack("<II", MAGIC_START0, MAGIC_START1)):
+        raise ImageError(
+            f"{source} is not a UF2 file: it does not start with a UF2 block",
+            hint_for_wrong_format(data, "uf2") or "check that it is the right file",
+        )
     if len(data) % BLOCK_SIZE:
         raise ImageError(
             f"{source} is {len(data)} bytes, not a whole number of 512-byte UF2 blocks",
@@ -140,8 +145,7 @@ def _blocks(source: str, data: bytes) -> Iterator[Block]:
             raise ImageError(
                 f"{source}: block {index} (offset {index * BLOCK_SIZE}) is not a UF2 block "
                 "(its magic numbers are wrong)",
-                (index == 0 and hint_for_wrong_format(data, "uf2"))
-                or "the file is damaged or not UF2; build or download it again",
+                "the file is damaged; build or download it again",
             )
         if block.payload_size > MAX_PAYLOAD:
             raise ImageError(
