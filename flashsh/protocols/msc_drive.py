@@ -220,7 +220,8 @@ class MscDrive(Bootloader):
             again = MscDrive.open_drive(self.target, self.chip_option, self._mounts)
         except (TransportError, TargetError):
             return False
-        if type(again) is not type(self) or again.identify().chip != self.identify().chip:
+        same = type(again) is type(self) and again.identify().chip == self.identify().chip
+        if not same or again.volume.gone():
             again.close()
             return False
         self.volume.close()

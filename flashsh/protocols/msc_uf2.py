@@ -97,11 +97,18 @@ class Uf2Drive(MscDrive):
         return TargetInfo(
             protocol="uf2",
             bootloader=self.info.banner or "UF2 bootloader",
-            chip=self.info.board_id.split("-")[0] or family.name,
+            chip=self._chip_name(),
             link=self.volume.description,
             how=f"INFO_UF2.TXT on {self.volume.description}",
             details=details,
         )
+
+    def _chip_name(self) -> str:
+        """The part from the Board-ID's first token (``SAMD21G18A``) when it names one of
+        this family, else the family (the RP2040's Board-ID is ``RPI-RP2``)."""
+        token = self.info.board_id.split("-")[0].upper()
+        name = self.drive.family.name
+        return token if token.startswith(name[:4]) else name
 
     def memory_map(self) -> MemoryMap:
         drive = self.drive

@@ -259,6 +259,8 @@ class SimDrive:
         self.stuck = stuck
         self.chip: Uf2Chip | MscBinChip = _chip_for(board, flash_size)
         self.vanished = False
+        #: Every sector the device received, in order: (LBA or None in a file, data).
+        self.received: list[tuple[int | None, bytes]] = []
         self.device = "/dev/sdz9"
         self.replug()
 
@@ -326,6 +328,7 @@ class SimDrive:
             self._take(content[at : at + SECTOR].ljust(SECTOR, b"\0"), None)
 
     def _take(self, data: bytes, lba: int | None) -> None:
+        self.received.append((lba, data))
         if self.stuck:
             return
         if isinstance(self.chip, MscBinChip):

@@ -92,11 +92,17 @@ class DriveWatcher(Protocol):
     """Stands in for the device behind a drive (flashsh.sims.uf2_drive): sees what is
     written and says when the device has left."""
 
-    def sector_written(self, lba: int, data: bytes) -> None: ...
+    #: The device has left: writes to it fail from now on.
+    vanished: bool
 
-    def file_synced(self, path: str) -> None: ...
+    def sector_written(self, lba: int, data: bytes) -> None:
+        """A raw drive's sector reached the device."""
 
-    def gone(self) -> bool: ...
+    def file_synced(self, path: str) -> None:
+        """A mounted drive's new file was synced: its data reached the device."""
+
+    def gone(self) -> bool:
+        """Asked while the host waits after a write (time passes for the device)."""
 
 
 #: Watchers by the real path of an image file or a directory standing for a drive.
@@ -260,7 +266,7 @@ class SectorDevice:
         return data.ljust(want, b"\0")  # an image file may be sparse at its end
 
     def write(self, lba: int, data: bytes) -> None:
-        if self.watcher is not None and self.watcher.gone():
+        if self.watcher is not None and self.watcher.vanished:
             raise OSError(errno.EIO, os.strerror(errno.EIO))  # the device has left
         os.pwrite(self.fd, data, lba * SECTOR)
         if self.watcher is not None:
