@@ -116,7 +116,9 @@ class HalfKay(UsbBootloader):
     name = "halfkay"
     kinds = ("halfkay",)
     capabilities = Capability.WRITE | Capability.CHIP_ERASE
-    after_start = "the Teensy runs its program; press its button to bring HalfKay back"
+    after_start = (
+        "the Teensy runs its program; press its button, and the next command finds HalfKay"
+    )
     no_read_reason = "HalfKay has no read command: it can only write and reboot"
 
     def __init__(self, link: Any) -> None:

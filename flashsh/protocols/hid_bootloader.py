@@ -107,7 +107,10 @@ class HidBootloader(UsbBootloader):
     name = "hid"
     kinds = ("hid",)
     capabilities = Capability.WRITE | Capability.PAGE_ERASE_ON_WRITE
-    after_start = "the board runs its application; `bootloader` brings the HID bootloader back"
+    after_start = (
+        "the board runs its application; the next command waits for the HID bootloader "
+        "to come back (reset the board into it)"
+    )
     no_read_reason = (
         "the HID bootloader has no read command; flashsh checks every chunk was acknowledged"
     )
