@@ -55,11 +55,11 @@ MAX_TRANSFER = 4096
 BUSY_LIMIT_S = 30.0
 #: When the device does not say: all of a 32-bit address space above the base.
 ADDRESS_SPACE = 1 << 32
-#: Boards whose bootloader is known: USB id -> (base, size, what). Smoothieboard:
+#: Boards whose bootloader is known: USB id -> (base, size, chip, what). Smoothieboard:
 #: triffid/LPC17xx-DFU-Bootloader sbl_config.h, USER_START_SECTOR 4 (0x4000) to the
 #: end of the LPC1769's 512 KiB; its uploads never end short (dfu.c DFU_Upload).
-KNOWN_LAYOUTS: dict[str, tuple[int, int, str]] = {
-    "1d50:6015": (0x4000, 0x7C000, "Smoothieboard bootloader (LPC1769, 16 KiB bootloader)"),
+KNOWN_LAYOUTS: dict[str, tuple[int, int, str, str]] = {
+    "1d50:6015": (0x4000, 0x7C000, "LPC1769", "Smoothieboard bootloader, 16 KiB"),
 }
 _BUSY = (State.DNLOAD_SYNC, State.DNBUSY, State.MANIFEST_SYNC, State.MANIFEST)
 
@@ -71,6 +71,7 @@ class Layout:
     base: int
     size: int | None
     source: str
+    chip: str = "unknown chip"
 
 
 def layout_for(chip: str | None, usb_id: str) -> Layout:
@@ -91,8 +92,8 @@ def layout_for(chip: str | None, usb_id: str) -> Layout:
             )
         return Layout(base, size, "--chip")
     if usb_id in KNOWN_LAYOUTS:
-        base, size, what = KNOWN_LAYOUTS[usb_id]
-        return Layout(base, size, what)
+        base, size, chip_name, what = KNOWN_LAYOUTS[usb_id]
+        return Layout(base, size, what, chip_name)
     return Layout(0, None, "not reported by DFU")
 
 
@@ -207,7 +208,7 @@ class Dfu(UsbBootloader):
         return TargetInfo(
             protocol=self.name,
             bootloader=f"USB DFU {details['dfu_version']} ({product})",
-            chip="not reported by DFU",
+            chip=self.layout.chip,
             link=self.link.description,
             how=f"detached from run-time mode ({self.runtime.usb_id})"
             if self.runtime

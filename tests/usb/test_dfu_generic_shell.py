@@ -62,6 +62,7 @@ def test_list_connect_program_verify_reset_and_back(board, shell, app, tmp_path)
     assert (listed["target"], listed["kind"]) == ("usb:1d50:6015:SIMDFU1", "dfu")
     info = sh.ok("connect usb")
     assert info["protocol"] == "dfu" and info["how"] == "detached from run-time mode (1d50:6015)"
+    assert info["chip"] == "LPC1769"
     result = sh.ok(f"program {app} verify")
     assert result["verified"] and result["start"] == BASE
     assert sim.memory[:6000] == app.read_bytes()
@@ -78,7 +79,7 @@ def test_list_connect_program_verify_reset_and_back(board, shell, app, tmp_path)
 def test_info_says_what_dfu_does_not(board, shell):
     board("sim://dfu?throttle=0&usb_id=1209:0001&tolerant=1&transfer=1024")
     sh = shell()
-    sh.ok("connect usb")
+    assert sh.ok("connect usb")["chip"] == "unknown chip"
     details = sh.ok("info")["details"]
     assert details["block_0_at"] == "0x0000 (not reported by DFU)"
     assert details["memory_size"] == "not reported by DFU (give --chip BASE+SIZE)"
