@@ -206,7 +206,7 @@ class GenericDfu(SimUsbDevice):
             Request.ABORT: self._abort,
         }.get(setup.request)  # type: ignore[call-overload]
         if handler is None:
-            self._stall("not in DFU mode")  # DFU_DETACH and unknown requests
+            self._stall("not a DFU-mode request")  # DFU_DETACH and unknown requests
         return handler()
 
     def _clock(self) -> float:
