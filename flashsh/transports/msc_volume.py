@@ -25,12 +25,12 @@ GONE_ERRNOS = frozenset({errno.EIO, errno.ENODEV, errno.ENXIO, errno.ENOENT, err
 Mounts = Callable[[], bytes]
 
 
+# ---------------------------------------------------------------- mount table
+
+
 def read_mounts() -> bytes:
     with open(MOUNTS, "rb") as table:
         return table.read()
-
-
-# ---------------------------------------------------------------- mount table
 
 
 @dataclass(frozen=True)
@@ -342,6 +342,7 @@ def _is_block_device(fd: int) -> bool:
 
 
 def _is_mounted_device(path: str, mounts: Mounts) -> bool:
+    """Whether ``path`` or a partition on it (``/dev/sdb1`` of ``/dev/sdb``) is mounted."""
     if not path.startswith("/dev/"):
         return False
     try:
@@ -349,7 +350,12 @@ def _is_mounted_device(path: str, mounts: Mounts) -> bool:
     except OSError:
         return False
     real = os.path.realpath(path)
-    return any(os.path.realpath(e.device) == real for e in entries if e.device.startswith("/"))
+    for entry in entries:
+        if entry.device.startswith("/"):
+            mounted = os.path.realpath(entry.device)
+            if mounted == real or re.fullmatch(re.escape(real) + r"p?\d+", mounted):
+                return True
+    return False
 
 
 def _sync_directory(path: str) -> None:

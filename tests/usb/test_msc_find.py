@@ -145,6 +145,8 @@ def test_a_path_after_msc_is_a_mount_point_or_a_raw_volume(tmp_path: Path) -> No
 def test_a_mounted_device_is_not_opened_raw() -> None:
     with pytest.raises(TransportError, match="is mounted"):
         RawDrive("/dev/null", lambda: b"/dev/null /media/x vfat rw 0 0\n")
+    with pytest.raises(TransportError, match="/dev/sdq is mounted"):
+        RawDrive("/dev/sdq", lambda: b"/dev/sdq1 /media/pi/RPI-RP2 vfat rw 0 0\n")
 
 
 def test_targets_that_mean_a_drive(media: dict[str, Path], tmp_path: Path) -> None:
