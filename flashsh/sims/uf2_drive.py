@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from flashsh.chips.uf2 import drive_family, msc_builds
 from flashsh.images.uf2 import FLAG_FAMILY_ID, FLAG_NOT_MAIN_FLASH, PAYLOAD, Block, parse_block
-from flashsh.transports.fat16 import SECTOR, format_volume
+from flashsh.transports.fat16 import SECTOR, FatVolume, format_volume
 from flashsh.transports.msc_volume import unwatch, watch
 
 #: uf2-samdx1 inc/uf2.h: the block bitmap's size beyond the flash's own blocks.
@@ -271,6 +271,7 @@ class SimDrive:
         self.chip.start_session()
         self.vanished = False
         files = self._files()
+        self.names_at_plug = {name for name, _ in files}
         if self.is_image:
             with open(self.path, "wb") as image:
                 image.truncate((self.board.partition_start + self.board.total_sectors) * SECTOR)
@@ -294,6 +295,18 @@ class SimDrive:
 
     def unplug(self) -> None:
         unwatch(self.path)
+
+    def scan(self) -> list[str]:
+        """For an image written while no device watched it: feed the chip the files
+        added since it was plugged in, their sectors in file order with their LBAs, as
+        the device would have received them. Returns the files' names."""
+        with _ImageFile(self.path) as io:
+            volume = FatVolume(io, self.path)
+            added = [e for e in volume.entries() if e.name not in self.names_at_plug]
+            for entry in added:
+                for lba in volume.sectors(entry):
+                    self._take(io.read(lba), lba)
+        return [e.name for e in added]
 
     def mounts(self) -> bytes:
         """A ``/proc/self/mounts`` text with this drive mounted (while it is there), the

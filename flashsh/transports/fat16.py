@@ -149,6 +149,16 @@ class FatVolume:
         skip = offset - first * cluster_bytes
         return bytes(out[skip : skip + end - offset])
 
+    def sectors(self, entry: DirEntry) -> list[int]:
+        """The sectors holding a file's data, in file order."""
+        spc = self.layout.sectors_per_cluster
+        lbas = [
+            self.layout.cluster_lba(cluster) + n
+            for cluster in self._chain(entry.cluster, entry.size)
+            for n in range(spc)
+        ]
+        return lbas[: -(-entry.size // SECTOR)]
+
     # ------------------------------------------------------------ writing
 
     def create_file(self, name: str, data: bytes) -> DirEntry:
