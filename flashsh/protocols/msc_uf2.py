@@ -70,6 +70,8 @@ class Uf2Drive(MscDrive):
         self.flash_size = self._flash_size()
 
     def reopened(self, again: MscDrive) -> None:
+        if isinstance(again, Uf2Drive):
+            self.info = again.info
         self._look_at_flash()
 
     def _flash_size(self) -> int:

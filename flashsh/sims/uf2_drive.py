@@ -18,7 +18,9 @@ drive, with the chip behind it taking what is written the way the real bootloade
 
 An image drive sees every sector as it is written, in order (through the
 ``flashsh.transports.msc_volume`` watcher hook); a directory drive reads the file when
-it is synced, 512 bytes at a time, as the device would receive it. No time passes.
+it is synced, 512 bytes at a time, as the device would receive it. An image written
+while nothing watched it is read afterwards by ``scan``: the new files' clusters in
+file order. No time passes.
 """
 
 from __future__ import annotations
