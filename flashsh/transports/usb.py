@@ -455,7 +455,8 @@ def open_usb(target: str, backend_spec: str | None = None, *, backend: Any = Non
     if info.kind == "msc":
         raise TransportError(
             f"{info.usb_id} ({info.what}) is a drive, not a USB protocol",
-            "mount it and `connect` to the mount point (docs/usb.md)",
+            "connect to the drive instead: `connect msc` once it is mounted, or its mount "
+            "point (docs/protocols/uf2-msc.md)",
         )
     link = UsbLink(info, backend, description or target)
     try:
