@@ -108,7 +108,7 @@ class Maple(UsbBootloader):
             raise ProtocolError(
                 f"{self.link.info.usb_id} reports {self.page_size}-byte transfers; the "
                 "stm32duino bootloader uses its 1 or 2 KiB flash page size",
-                "update the bootloader, or flash with dfu-util -t PAGE_SIZE",
+                "flashsh knows only its builds with 1 or 2 KiB pages",
             )
         self.dfu = DfuRequests(self.link, self.interface)
         self.flash_size, self.size_source = self._flash_size()
