@@ -21,6 +21,9 @@ GET_LINE_CODING = 0x21
 SET_CONTROL_LINE_STATE = 0x22
 DTR = 0x01
 
+#: What Klipper reports as its MCU on the boards each bootloader is found on.
+DEFAULT_MCU = {"dfuse": "stm32f407xx", "maple": "stm32f103xe", "hid": "stm32f103xe"}
+
 OPTIONS = {
     "bootloader": "the simulator the touch reboots into: dfuse (default), maple, hid",
     "chip": "passed on to the bootloader simulator",
@@ -70,7 +73,9 @@ class KlipperUsbApp(SimUsbDevice):
 
         bootloader = make_device(f"sim://{kind}?{query}")
         serial = one.get("serial", "3A0019000F51383234303238")
-        return cls(bootloader, throttle=throttle, serial=serial)
+        mcu = getattr(getattr(bootloader, "rom_chip", None), "klipper_mcu", None)
+        mcu = mcu or DEFAULT_MCU.get(kind, "stm32f407xx")
+        return cls(bootloader, throttle=throttle, serial=serial, mcu=mcu)
 
     def on_plug(self) -> None:
         self.baud = 250000
