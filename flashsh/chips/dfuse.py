@@ -63,9 +63,14 @@ def simulated_chip(key: str) -> DfuSeRomChip:
         ) from None
 
 
-def identify_rom(flash: Layout, bcd_device: int) -> tuple[str, DfuSeRomChip | None]:
+def identify_rom(
+    flash: Layout, bcd_device: int, *, st_rom: bool = True
+) -> tuple[str, DfuSeRomChip | None]:
     """Name the chip behind a ROM from its flash layout and bcdDevice. Returns the name
-    and, when exactly one known ROM fits, its table (for option-byte decoding)."""
+    and, when exactly one known ROM fits, its table (for option-byte decoding). Another
+    vendor's DfuSe device (``st_rom`` False) is named by its flash only."""
+    if not st_rom:
+        return f"a chip with {flash.size // 1024} KiB flash ({flash.summary()})", None
     signature = flash_signature(flash)
     fits = [c for c in dfuse_chips().values() if flash_signature(c.flash) == signature]
     exact = [c for c in fits if c.bcd_device == bcd_device]

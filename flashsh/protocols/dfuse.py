@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 import usb.core
 
-from flashsh.chips.dfuse import DfuSeRomChip, dfuse_chips, identify_rom
+from flashsh.chips.dfuse import DfuSeRomChip, dfuse_chips, flash_signature, identify_rom
 from flashsh.errors import FlashshError, NoAnswerError, ProtocolError, TargetError, UnsupportedError
 from flashsh.numbers import hexaddr
 from flashsh.protocols.base import Capability, MemoryMap, Region, TargetInfo
@@ -52,6 +52,7 @@ from flashsh.transports.usb import DeviceGone, UsbLink
 if TYPE_CHECKING:
     from flashsh.images import Image
 
+ST_ROM_ID = "0483:df11"
 SET_ADDRESS, ERASE, READ_UNPROTECT = 0x21, 0x41, 0x92
 COMMAND_NAMES = {0x00: "Get", 0x21: "Set Address", 0x41: "Erase", 0x92: "Read Unprotect"}
 #: dfu-util caps transfers at 4 KiB ("limited to 4k in libusb Linux backend").
@@ -128,8 +129,17 @@ class DfuSe(UsbBootloader):
         hint = (self.chip_hint or "").lower()
         for key, chip in dfuse_chips().items():
             if hint and hint in (key, (chip.part or "").lower()):
+                if flash_signature(chip.flash) != flash_signature(self.flash_layout):
+                    raise TargetError(
+                        f"--chip {self.chip_hint}: {chip.name} has other flash than this "
+                        f"device ({self.flash_layout.summary()})",
+                        "leave out --chip, or name the chip the board really has",
+                    )
+                self.chip_from = "--chip"
                 return chip.name, chip
-        return identify_rom(self.flash_layout, self.bcd_device)
+        self.chip_from = "its flash layout and bcdDevice"
+        st_rom = self.link.info.usb_id == ST_ROM_ID
+        return identify_rom(self.flash_layout, self.bcd_device, st_rom=st_rom)
 
     @property
     def flash_layout(self) -> Layout:
@@ -210,7 +220,7 @@ class DfuSe(UsbBootloader):
         notes = [n for lay in self.layouts.values() for n in lay.notes]
         if notes:
             details["layout_notes"] = "; ".join(notes)
-        rom = info.usb_id == "0483:df11"
+        rom = info.usb_id == ST_ROM_ID
         what = "STM32 ROM DFU (DfuSe)" if rom else f"DfuSe bootloader ({info.product})"
         return TargetInfo(
             protocol=self.name,
@@ -218,7 +228,7 @@ class DfuSe(UsbBootloader):
             chip=self.chip_name,
             link=self.link.description,
             how=f"USB {info.usb_id} at {info.port}, DFU interface {self.interface}, "
-            "bcdDFUVersion 0x011A; chip named by its flash layout and bcdDevice",
+            f"bcdDFUVersion 0x011A; chip named by {self.chip_from}",
             details=details,
         )
 

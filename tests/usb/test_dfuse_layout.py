@@ -134,3 +134,11 @@ def test_every_table_layout_parses_cleanly():
     for chip in dfuse_chips().values():
         for text in chip.alts:
             assert parse_layout(text).notes == (), (chip.key, text)
+
+
+def test_another_vendors_dfuse_device_is_not_called_an_stm32():
+    flash = parse_layout("@Internal Flash  /0x08000000/064*0002Kg")
+    assert identify_rom(flash, 0x2200, st_rom=False) == (
+        "a chip with 128 KiB flash (64x2K)",
+        None,
+    )

@@ -295,3 +295,16 @@ def test_a_bootloader_listed_read_only_is_never_erased():
     result = operations.erase(session)
     assert result["method"] == "sector erase" and sim.memory.stats.erased == list(range(3, 12))
     assert sim.flash[:0xC000] == b"\x00" * 0xC000
+
+
+def test_chip_option_picks_among_chips_with_the_same_flash_and_refuses_others():
+    bus = SimUsbBus()
+    bus.plug(make_device("sim://dfuse?chip=stm32f411&throttle=0"))
+    link = open_usb("usb:0483:df11", backend=SimUsbBackend(bus))
+    assert usb_session_for(link).identify().chip == "STM32F401xD/E, F411xE or F446"
+    link = open_usb("usb:0483:df11", backend=SimUsbBackend(bus))
+    named = usb_session_for(link, chip="stm32f411").identify()
+    assert named.chip == "STM32F401xD/E, F411xE or F446" and "--chip" in named.how
+    link = open_usb("usb:0483:df11", backend=SimUsbBackend(bus))
+    with pytest.raises(TargetError, match="--chip stm32f072: .* has other flash"):
+        usb_session_for(link, chip="stm32f072")
