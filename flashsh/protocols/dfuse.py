@@ -22,6 +22,7 @@ What flashsh does with it:
 
 from __future__ import annotations
 
+import errno
 import struct
 import time
 from collections.abc import Iterator
@@ -79,7 +80,7 @@ def _is_stall_or_silence(exc: FlashshError) -> bool:
     if isinstance(exc, NoAnswerError):
         return True
     cause = exc.__cause__
-    return isinstance(cause, usb.core.USBError) and cause.errno == 32  # EPIPE
+    return isinstance(cause, usb.core.USBError) and cause.errno == errno.EPIPE
 
 
 class DfuSe(UsbBootloader):
