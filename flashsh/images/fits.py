@@ -7,6 +7,17 @@ from flashsh.images.image import Image
 from flashsh.numbers import hexaddr, human_size
 from flashsh.protocols.base import MemoryMap
 
+#: STM32 application starts that name a bootloader: an image built for one of them and
+#: offered to another bootloader was built for the wrong board set-up.
+KNOWN_STARTS = {
+    0x08000800: "the F1 HID bootloader's application start",
+    0x08001000: "Katapult's 4 KiB offset",
+    0x08002000: "the stm32duino (Maple) bootloader's application start",
+    0x08004000: "the start behind a 16 KiB bootloader (F4 HID bootloader, MSC bootloader)",
+    0x08005000: "the old 20 KiB Maple bootloader's application start",
+    0x08008000: "the start behind a 32 KiB bootloader",
+}
+
 
 def check_fits(image: Image, memory_map: MemoryMap, *, allow_bootloader: bool = False) -> None:
     """Raise ImageError unless every byte of ``image`` lies inside its region and, for
@@ -51,8 +62,10 @@ def check_fits(image: Image, memory_map: MemoryMap, *, allow_bootloader: bool = 
         _check_bootloader(image, memory_map, name)
     fixed = region.name == "flash" and memory_map.app_start_fixed and not allow_bootloader
     if fixed and image.start != memory_map.app_start:
+        whose = KNOWN_STARTS.get(image.start)
+        known = f" ({whose})" if whose else ""
         raise ImageError(
-            f"{name} starts at {hexaddr(image.start)}, but this bootloader starts the "
+            f"{name} starts at {hexaddr(image.start)}{known}, but this bootloader starts the "
             f"application at {hexaddr(memory_map.app_start)}",
             "build the firmware for that start (Klipper: the bootloader offset in "
             "menuconfig), or give a .bin without an address",

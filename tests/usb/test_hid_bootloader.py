@@ -150,6 +150,7 @@ def test_an_image_for_another_start_is_refused_naming_both():
         operations.program(session, image)
     text = str(caught.value)
     assert "starts at 0x08002000" in text and "0x08000800" in text and "\n" not in text
+    assert "stm32duino (Maple)" in text
     assert device.reports == 0
 
 
