@@ -9,6 +9,17 @@ from flashsh.sims.mcu import Mcu
 from flashsh.sims.wire import Wire
 
 
+def option_values(sim: str, options: dict[str, list[str]], known: dict[str, str]) -> dict[str, str]:
+    """The last value of each sim:// option; ValueError names an unknown one and the
+    valid names, so a typo fails instead of being ignored."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown option {unknown[0]!r} for sim://{sim}; valid: {', '.join(known)}"
+        )
+    return {name: values[-1] for name, values in options.items()}
+
+
 def number_option(name: str, text: str) -> float:
     """A non-negative number from a sim:// option; ValueError names the option."""
     try:

@@ -41,7 +41,7 @@ from typing import NoReturn
 
 from flashsh.numbers import parse_int
 from flashsh.protocols.dfu_wire import Functional, Request, State, Status
-from flashsh.sims.board import number_option
+from flashsh.sims.board import number_option, option_values
 from flashsh.sims.dfuse_faults import DfuFaults
 from flashsh.sims.faults import fault_count
 from flashsh.sims.usb_device import AltSetting, Gone, Identity, Setup, Silent, SimUsbDevice, Stall
@@ -114,12 +114,7 @@ class GenericDfu(SimUsbDevice):
 
     @classmethod
     def from_options(cls, options: dict[str, list[str]], host_baud: int | None) -> GenericDfu:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"unknown option {unknown[0]!r} for sim://dfu; valid: {', '.join(OPTIONS)}"
-            )
-        one = {name: values[-1] for name, values in options.items()}
+        one = option_values("dfu", options, OPTIONS)
         flag = {k: _flag(k, one[k]) for k in ("tolerant", "upload", "runtime", "willdetach")
                 if k in one}  # fmt: skip
         manifest = one.get("manifest", "wait").lower()

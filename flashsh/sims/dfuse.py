@@ -53,7 +53,7 @@ from flashsh.chips.stm32 import stm32_part
 from flashsh.errors import FlashshError
 from flashsh.protocols.dfu_layout import parse_layout
 from flashsh.protocols.dfu_wire import Functional, Request, State, Status
-from flashsh.sims.board import number_option
+from flashsh.sims.board import number_option, option_values
 from flashsh.sims.dfuse_faults import DfuFaults
 from flashsh.sims.stm32_flash import Stm32Memory
 from flashsh.sims.usb_device import AltSetting, Gone, Identity, Setup, Silent, SimUsbDevice, Stall
@@ -170,12 +170,7 @@ class DfuSeRom(SimUsbDevice):
 
     @classmethod
     def from_options(cls, options: dict[str, list[str]], host_baud: int | None) -> DfuSeRom:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"unknown option {unknown[0]!r} for sim://dfuse; valid: {', '.join(OPTIONS)}"
-            )
-        one = {name: values[-1] for name, values in options.items()}
+        one = option_values("dfuse", options, OPTIONS)
         try:
             chip = simulated_chip(one.get("chip", "stm32f407"))
         except FlashshError as exc:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 
 from flashsh.chips.teensy import TeensyModel, teensy_model, teensy_models
-from flashsh.sims.board import number_option
+from flashsh.sims.board import number_option, option_values
 from flashsh.sims.hid_bootloader import UsbFaults, hid_descriptor
 from flashsh.sims.usb_device import AltSetting, Endpoint, Identity, Setup, SimUsbDevice, Stall
 
@@ -93,12 +93,7 @@ class HalfKaySim(SimUsbDevice):
 
     @classmethod
     def from_options(cls, options: dict[str, list[str]], host_baud: int | None) -> HalfKaySim:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"unknown option {unknown[0]!r} for sim://halfkay; valid: {', '.join(OPTIONS)}"
-            )
-        one = {name: values[-1] for name, values in options.items()}
+        one = option_values("halfkay", options, OPTIONS)
         name = one.get("model", "teensypp2").lower()
         avr = [key for key, m in teensy_models().items() if m.supported]
         if name not in avr:

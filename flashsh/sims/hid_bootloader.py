@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from flashsh.chips.stm32 import Stm32Chip, stm32_part
-from flashsh.sims.board import number_option
+from flashsh.sims.board import number_option, option_values
 from flashsh.sims.faults import fault_count
 from flashsh.sims.usb_device import (
     FRAME_S,
@@ -213,12 +213,7 @@ class HidBootloaderSim(SimUsbDevice):
 
     @classmethod
     def from_options(cls, options: dict[str, list[str]], host_baud: int | None) -> HidBootloaderSim:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"unknown option {unknown[0]!r} for sim://hid; valid: {', '.join(OPTIONS)}"
-            )
-        one = {name: values[-1] for name, values in options.items()}
+        one = option_values("hid", options, OPTIONS)
         part = one.get("chip")
         build = one.get("build", "").lower()
         if part:

@@ -34,7 +34,7 @@ import threading
 
 from flashsh.chips.stm32 import Stm32Chip, stm32_part
 from flashsh.protocols.dfu_wire import Functional, Request, State, Status, StatusReply
-from flashsh.sims.board import number_option
+from flashsh.sims.board import number_option, option_values
 from flashsh.sims.faults import fault_count
 from flashsh.sims.usb_device import AltSetting, Gone, Identity, Setup, Silent, SimUsbDevice, Stall
 
@@ -116,12 +116,7 @@ class MapleDfu(SimUsbDevice):
 
     @classmethod
     def from_options(cls, options: dict[str, list[str]], host_baud: int | None) -> MapleDfu:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise ValueError(
-                f"unknown option {unknown[0]!r} for sim://maple; valid: {', '.join(OPTIONS)}"
-            )
-        one = {key: values[-1] for key, values in options.items()}
+        one = option_values("maple", options, OPTIONS)
         if "chip" in one:
             try:
                 chip = stm32_part(one["chip"])

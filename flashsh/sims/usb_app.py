@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 
-from flashsh.sims.board import number_option
+from flashsh.sims.board import number_option, option_values
 from flashsh.sims.usb_device import AltSetting, Endpoint, Identity, Setup, SimUsbDevice, Stall
 
 SET_LINE_CODING = 0x20
@@ -59,11 +59,7 @@ class KlipperUsbApp(SimUsbDevice):
 
     @classmethod
     def from_options(cls, options: dict[str, list[str]], host_baud: int | None) -> KlipperUsbApp:
-        one = {key: values[-1] for key, values in options.items()}
-        unknown = set(one) - set(OPTIONS)
-        if unknown:
-            valid = ", ".join(sorted(OPTIONS))
-            raise ValueError(f"unknown option {sorted(unknown)[0]!r}; valid: {valid}")
+        one = option_values("klipper-usb", options, OPTIONS)
         throttle = bool(number_option("throttle", one.get("throttle", "1")))
         kind = one.get("bootloader", "dfuse")
         # The bootloader comes back as Klipper once it starts the application.
