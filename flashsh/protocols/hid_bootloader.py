@@ -21,7 +21,6 @@ The two builds are told apart by their descriptors:
 from __future__ import annotations
 
 import contextlib
-import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +35,7 @@ from flashsh.errors import (
 )
 from flashsh.images.image import Image
 from flashsh.images.klipper_dict import klipper_build
+from flashsh.images.vectors import check_vector_table
 from flashsh.numbers import hexaddr, human_size
 from flashsh.protocols.base import Capability, MemoryMap, Region, TargetInfo
 from flashsh.protocols.usb_base import UsbBootloader
@@ -68,17 +68,6 @@ OUTPUT_REPORT_0 = 0x0200  # report type Output, report id 0
 #: pointer, masked, must point into SRAM (bootloader/F1/Src/main.c check_user_code).
 SP_MASK = 0x2FFE0000
 SRAM_BASE = 0x20000000
-
-#: Application starts other bootloaders use, to say what an image was linked for.
-OTHER_STARTS = {
-    0x08000000: "no bootloader at all",
-    0x08001000: "a 4 KiB bootloader's (Katapult)",
-    0x08002000: "the stm32duino (Maple) bootloader's",
-    0x08004000: "a 16 KiB bootloader's",
-    0x08007000: "the 28 KiB BTT SKR bootloader's",
-    0x08008000: "a 32 KiB bootloader's",
-    0x08010000: "a 64 KiB bootloader's",
-}
 
 
 @dataclass(frozen=True)
@@ -253,28 +242,13 @@ class HidBootloader(UsbBootloader):
                 f"bootloader is an {self.build.label} build",
                 "build Klipper for this board (make menuconfig: the micro-controller)",
             )
-        first = image.segments[0] if image.segments else None
-        if first is None or first.address != start or len(first.data) < 8:
-            return
-        sp, reset = struct.unpack_from("<II", first.data)
         hint = (
             f"build it for {hexaddr(start)} (Klipper: the "
             f"{human_size(start - FLASH_BASE)} bootloader offset in menuconfig), or add "
             "`force` to write it anyway"
         )
-        if sp & SP_MASK != SRAM_BASE:
-            raise ImageError(
-                f"{name} does not start with a vector table: its initial stack pointer "
-                f"{hexaddr(sp)} is not in SRAM, so the bootloader would not start it",
-                hint,
-            )
-        handler = reset & ~1
-        if not image.start <= handler < image.end:
-            raise ImageError(
-                f"{name} is not linked for {hexaddr(start)}: its reset handler "
-                f"{hexaddr(handler)} lies outside the image{_linked_for(handler, image)}",
-                hint,
-            )
+        # The F1 build starts only an image whose stack pointer passes its own mask.
+        check_vector_table(image, start, sp_ok=lambda sp: sp & SP_MASK == SRAM_BASE, hint=hint)
 
     # ------------------------------------------------------------ no reading
 
@@ -423,11 +397,3 @@ class HidBootloader(UsbBootloader):
 def _bcd(value: int) -> str:
     """bcdDevice 0x0300 -> ``3.00``."""
     return f"{value >> 8:x}.{value & 0xFF:02x}"
-
-
-def _linked_for(handler: int, image: Image) -> str:
-    """``; it looks linked for 0x08002000, ...`` when a known start explains the handler."""
-    for start in sorted(OTHER_STARTS, reverse=True):
-        if start <= handler < start + image.size and start != image.start:
-            return f"; it looks linked for {hexaddr(start)}, {OTHER_STARTS[start]}"
-    return ""

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flashsh.errors import FlashshError, ImageError, ProtocolError, TargetError, UnsupportedError
+from flashsh.images.vectors import check_vector_table
 from flashsh.numbers import hexaddr, human_size
 from flashsh.protocols.base import Bootloader, Capability, MemoryMap, Region, TargetInfo
 from flashsh.protocols.dfu_wire import (
@@ -248,15 +249,17 @@ class Maple(UsbBootloader):
                 "build Klipper for STM32F103 with the 8KiB bootloader offset",
             )
         first = image.segments[0] if image.segments else None
-        if first is None or self._alt_for(first.address) is None or len(first.data) < 8:
+        if first is None or self._alt_for(first.address) is None:
             return
-        sp = int.from_bytes(first.data[:4], "little")
-        if sp & SP_MASK != SP_OK:
-            raise ImageError(
-                f"{name} does not start with a vector table: its first word {hexaddr(sp)} is "
-                "no stack pointer in SRAM, so the bootloader would not start it",
-                f"build it for {hexaddr(first.address)}, or add `force` to write it anyway",
-            )
+        # The bootloader starts an image only if its stack pointer passes this mask
+        # (hardware.c checkUserCode); the reset handler must lie in the image as placed.
+        check_vector_table(
+            image,
+            first.address,
+            sp_ok=lambda sp: sp & SP_MASK == SP_OK,
+            hint=f"build it for {hexaddr(first.address)} (Klipper: the 8KiB bootloader "
+            "offset), or add `force` to write it anyway",
+        )
 
     def _note_older_data(self, end: int) -> None:
         """Each block erases only its own page: say when the page after the image

@@ -21,19 +21,17 @@ The two kinds are :class:`flashsh.protocols.msc_uf2.Uf2Drive` and
 
 from __future__ import annotations
 
-import struct
 import time
 from abc import abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
-from flashsh.errors import ImageError, TargetError, TransportError, UnsupportedError
-from flashsh.numbers import hexaddr
+from flashsh.errors import TargetError, TransportError, UnsupportedError
 from flashsh.protocols.base import Bootloader, Capability, Region
 from flashsh.transports.msc import is_msc_bootloader, open_volume, read_info
 from flashsh.transports.msc_volume import DriveVolume, Mounts, WriteFailed, read_mounts
 
 if TYPE_CHECKING:
-    from flashsh.images import Image
+    pass
 
 #: How long a drive may take to vanish after the file is synced. uf2-samdx1 resets just
 #: after the last block, the RP2040 ROM 1 s after it, the MSC bootloader 500 ms after
@@ -233,31 +231,3 @@ class MscDrive(Bootloader):
     def reopened(self, again: MscDrive) -> None:
         """Take over what ``again`` found on the drive that came back."""
         return None
-
-
-def check_vector_table(image: Image, app_start: int, flash_end: int) -> None:
-    """An image placed at ``app_start`` must begin with a vector table linked there:
-    initial stack pointer in SRAM (0x20000000-0x200fffff on these parts), reset handler
-    from the application start to the end of flash. An image linked for a higher start
-    passes: its vectors cannot tell. Raises ImageError."""
-    first = image.segments[0] if image.segments else None
-    if first is None or first.address != app_start or len(first.data) < 8:
-        return
-    sp, reset = struct.unpack_from("<II", first.data)
-    name = image.source or "the image"
-    hint = (
-        f"build it for {hexaddr(app_start)} (Klipper: the bootloader offset in "
-        "menuconfig), or add `force` to write it anyway"
-    )
-    if sp >> 20 != 0x200:
-        raise ImageError(
-            f"{name} does not start with a vector table: its initial stack pointer "
-            f"{hexaddr(sp)} is not in SRAM",
-            hint,
-        )
-    if not app_start <= reset & ~1 < flash_end:
-        raise ImageError(
-            f"{name} is not linked for {hexaddr(app_start)}: its reset handler is at "
-            f"{hexaddr(reset & ~1)}",
-            hint,
-        )

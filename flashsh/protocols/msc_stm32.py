@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, ClassVar
 from flashsh.chips.uf2 import MscBuild, family_text, msc_builds, msc_builds_for_label
 from flashsh.errors import ImageError, TargetError
 from flashsh.images.uf2 import Uf2Image
+from flashsh.images.vectors import check_vector_table
 from flashsh.numbers import hexaddr, human_size
 from flashsh.protocols.base import MemoryMap, Region, TargetInfo
-from flashsh.protocols.msc_drive import MscDrive, check_vector_table
+from flashsh.protocols.msc_drive import MscDrive
 from flashsh.transports.msc_volume import DriveVolume, Mounts, read_mounts
 
 if TYPE_CHECKING:
@@ -110,9 +111,8 @@ class StmMscDrive(MscDrive):
             )
 
     def check_image(self, image: Image) -> None:
-        end = self.build.flash_base + self.build.flash_size
         try:
-            check_vector_table(image, self.build.app_start, end)
+            check_vector_table(image, self.build.app_start)
         except ImageError as err:
             fits = [b for b in self.others if _linked_for(image, b.app_start)]
             if not fits:

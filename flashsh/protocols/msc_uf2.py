@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, ClassVar
 from flashsh.chips.uf2 import DriveFamily, drive_family, drive_family_for_board, family_text
 from flashsh.errors import ImageError, TargetError, TransportError, UnsupportedError
 from flashsh.images.uf2 import BLOCK_SIZE, PAYLOAD, Uf2Image, encode_pages, parse_block
+from flashsh.images.vectors import check_vector_table
 from flashsh.numbers import hexaddr, human_size
 from flashsh.protocols.base import Capability, MemoryMap, Region, TargetInfo
-from flashsh.protocols.msc_drive import MscDrive, check_vector_table
+from flashsh.protocols.msc_drive import MscDrive
 from flashsh.transports.msc import Uf2Info
 from flashsh.transports.msc_volume import DriveVolume, Mounts
 
@@ -152,8 +153,7 @@ class Uf2Drive(MscDrive):
         table linked there."""
         self.image = image
         if self.drive.vector_table:
-            end = self.drive.flash_base + self.flash_size
-            check_vector_table(image, self.drive.app_start, end)
+            check_vector_table(image, self.drive.app_start)
 
     def read(self, region: Region, address: int, length: int) -> bytes:
         """Read from CURRENT.UF2: the whole flash from its start, one 256-byte block per

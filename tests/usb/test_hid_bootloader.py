@@ -161,7 +161,7 @@ def test_a_bin_linked_for_the_maple_bootloader_is_recognised():
     with pytest.raises(ImageError) as caught:
         operations.program(session, Image([(F1_START, data)], source="klipper.bin"))
     assert "is not linked for 0x08000800" in str(caught.value)
-    assert "0x08002000, the stm32duino (Maple) bootloader's" in str(caught.value)
+    assert "linked for 0x08002000 (the stm32duino (Maple) bootloader" in str(caught.value)
     assert device.reports == 0
     operations.program(session, Image([(F1_START, data)], source="klipper.bin"), force=True)
     assert device.image(len(data)) == data

@@ -216,7 +216,7 @@ def test_patching_bytes_is_refused_outside_the_first_page():
 def test_a_vector_table_the_bootloader_would_not_start_is_refused_unless_forced():
     session, sim, _ = connect()
     data = b"\x00" * 1024
-    with pytest.raises(ImageError, match="no stack pointer in SRAM"):
+    with pytest.raises(ImageError, match="stack pointer 0x0000 is not in SRAM"):
         operations.program(session, image(data))
     operations.program(session, image(data), force=True, verify=True)
     assert flash(sim, BASE, 1024) == data

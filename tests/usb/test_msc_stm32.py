@@ -75,7 +75,7 @@ def test_an_image_built_without_the_bootloader_offset_is_refused(tmp_path: Path)
             operations.program(session, image)
         assert err.value.message == (
             f"{tmp_path}/klipper.bin is not linked for 0x08002000: its reset handler is at "
-            "0x080001c0"
+            "0x080001c0; it looks linked for 0x08000000 (no bootloader)"
         )
         session.close()
 

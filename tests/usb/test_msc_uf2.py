@@ -201,7 +201,7 @@ def test_a_drive_that_never_leaves_is_an_error(tmp_path: Path) -> None:
     with drive("zero", tmp_path, stuck=True) as sim:
         session = open_session(sim)
         session.bootloader.vanish_timeout = 0
-        image = load_image(write(tmp_path, "a.bin", arm_app(0x2000, 300)), default_address=0x2000)
+        image = load_image(write(tmp_path, "a.bin", arm_app(0x2000, 600)), default_address=0x2000)
         with pytest.raises(TargetError) as err:
             operations.program(session, image)
         assert err.value.message.endswith(
