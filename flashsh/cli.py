@@ -13,14 +13,17 @@ from flashsh import __version__
 
 EPILOG = """\
 TARGET is a serial port (/dev/ttyACM0, COM3), a pyserial URL (socket://host:port,
-rfc2217://host:port, spy:///dev/ttyUSB0), a built-in simulator such as
-sim://stk500v1?chip=atmega328p, or the 12-hex-digit UUID of a Katapult or Klipper node
-on the CAN bus --can-channel names. Without TARGET the shell starts unconnected.
+rfc2217://host:port, spy:///dev/ttyUSB0), a USB bootloader (usb, usb:0483:df11,
+usb:VID:PID:SERIAL, usb:1-1.3), a bootloader drive (msc, msc:LABEL, a mount point), a
+built-in simulator such as sim://stk500v1?chip=atmega328p or sim://dfuse, or the
+12-hex-digit UUID of a Katapult or Klipper node on the CAN bus --can-channel names.
+Without TARGET the shell starts unconnected.
 
 examples:
   flashsh /dev/ttyUSB0                      open a shell on the board
   flashsh -c "program blink.hex verify" /dev/ttyACM0
   flashsh -s scripts/flash_uno_optiboot.fsh sim://stk500v1?chip=atmega328p
+  flashsh -c "program klipper.bin verify reset" usb:0483:df11
   flashsh --can-channel can0 -c query
   flashsh --can-channel can0 -c "program klipper.bin verify reset" aabbccddeeff
 """
