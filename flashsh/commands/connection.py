@@ -57,16 +57,18 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
     )
     def do_ports(self, args: argparse.Namespace) -> None:
         """List serial ports with their USB VID:PID and description, then the USB
-        bootloaders that have no serial port (the `usb` command's list)."""
-        from flashsh.commands.usb import quiet_usb_listing, usb_table
+        bootloaders that have no serial port (the `usb` command's list) and the mounted
+        bootloader drives."""
+        from flashsh.commands.usb import drive_listing, drive_table, quiet_usb_listing, usb_table
 
         ports = list_ports()
         usb = quiet_usb_listing(self._cmd)
-        if not ports and not usb:
+        drives = drive_listing()
+        if not ports and not usb and not drives:
             self._cmd.report(
                 [],
-                "no serial ports or USB bootloaders found (is the board plugged in? "
-                "try `dmesg | tail`)",
+                "no serial ports, USB bootloaders or bootloader drives found (is the board "
+                "plugged in? try `dmesg | tail`)",
             )
             return
         lines = []
@@ -75,10 +77,11 @@ class ConnectionCommands(cmd2.CommandSet[FlashShell]):
             lines = [
                 f"{p['port']:<{width}}  {p['vid_pid'] or '-':<9}  {p['description']}" for p in ports
             ]
-        if usb:
-            lines += ["", usb_table(usb)] if lines else [usb_table(usb)]
+        tables = ([usb_table(usb)] if usb else []) + ([drive_table(drives)] if drives else [])
+        for table in tables:
+            lines += ["", table] if lines else [table]
         result: list[dict[str, object]] = [dict(p) for p in ports]
-        result += [{"usb": d} for d in usb]
+        result += [{"usb": d} for d in usb] + [{"drive": d} for d in drives]
         self._cmd.report(result, "\n".join(lines))
 
     connect_parser = cmd2.Cmd2ArgumentParser(

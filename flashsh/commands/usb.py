@@ -53,6 +53,36 @@ class UsbCommands(cmd2.CommandSet[FlashShell]):
         self._cmd.report(found, usb_table(found))
 
 
+def drive_listing() -> list[dict[str, object]]:
+    """Mounted bootloader drives (UF2, STM32 MSC), as dicts for `ports`."""
+    from flashsh.transports import msc
+
+    return [
+        {
+            "drive": found.path,
+            "label": found.label,
+            "kind": found.kind,
+            "board_id": found.info.board_id if found.info else None,
+            "target": found.path,
+        }
+        for found in msc.find_drives(msc.read_mounts)
+    ]
+
+
+def drive_table(found: list[dict[str, object]]) -> str:
+    rows = [("DRIVE", "LABEL", "WHAT")]
+    rows += [
+        (
+            str(d["drive"]),
+            str(d["label"] or "-"),
+            f"UF2, Board-ID {d['board_id']}" if d["kind"] == "uf2" else "STM32 MSC bootloader",
+        )
+        for d in found
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
+
+
 def quiet_usb_listing(app: FlashShell) -> list[dict[str, object]]:
     """The listing, or nothing when USB cannot be used here (for `ports`)."""
     try:
