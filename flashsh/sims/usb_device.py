@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -109,7 +109,6 @@ class Traffic:
     interrupt_out: int = 0
     interrupt_in: int = 0
     resets: int = 0
-    log: list[tuple[str, int, int, int, int]] = field(default_factory=list)
 
 
 class SimUsbDevice:
