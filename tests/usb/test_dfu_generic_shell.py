@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import json
-import os
 import random
-import subprocess
-import sys
 
 import pytest
 
 from flashsh.images.dfu_file import Element, Target, encode_dfu, encode_dfuse
 from flashsh.sims import usb_bus
 from flashsh.sims.usb_bus import SimUsbBus, make_device
+from tests.clirun import run_flashsh as flashsh
 from tests.shelldriver import Driver
 
 BACKEND = "flashsh.sims.usb_bus:backend"
@@ -136,16 +134,6 @@ def test_refusals_for_what_plain_dfu_cannot_do(board, shell, app):
     error = sh.error("mass_erase")
     assert error.startswith("plain DFU has no erase or patch") and "\n" not in error
     assert sh.ok(f"program {app}")["pages_written"] == 12
-
-
-def flashsh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flashsh", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_command_line_program_verify_reset(app):

@@ -4,17 +4,15 @@ line with the simulated bus plugged in through --usb-backend."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import struct
-import subprocess
-import sys
 
 import pytest
 from shelldriver import Driver
 
 from flashsh.sims import usb_bus
 from flashsh.sims.usb_bus import SimUsbBus, make_device
+from tests.clirun import run_flashsh as flashsh
 
 BACKEND = "flashsh.sims.usb_bus:backend"
 FLASH = 0x08000000
@@ -109,16 +107,6 @@ def test_a_shell_error_for_an_address_the_rom_refuses(board, shell):
     sh = shell()
     sh.ok("connect usb")
     assert "address not allowed (errTARGET)" in sh.error("go 0x30000000")
-
-
-def flashsh(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "flashsh", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def test_program_verify_reset_on_the_command_line_ends_in_success(app):

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import struct
-import subprocess
-import sys
 
 import pytest
 
@@ -15,19 +13,10 @@ from flashsh.protocols import usb_session_for
 from flashsh.session import Session
 from flashsh.sims.usb_bus import SimUsbBackend, SimUsbBus, make_device
 from flashsh.transports.usb import open_usb
+from tests.clirun import run_flashsh
 from tests.shelldriver import Driver
 
 BASE = 0x08002000
-
-
-def run_flashsh(*args: str, env: dict[str, str] | None = None, timeout: float = 60):
-    return subprocess.run(
-        [sys.executable, "-m", "flashsh", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.fixture
